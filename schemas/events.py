@@ -1,0 +1,111 @@
+"""Builders for the routing events every stage publishes on ``<prefix>.events``.
+
+The router and the workers describe what they did in the same vocabulary, so the
+ClickHouse rows line up: one ``decision`` or ``rejected`` row per request from the
+router, one ``attempt`` row per backend call and one ``completion`` or ``failure`` row
+per final answer from the workers.
+"""
+
+from __future__ import annotations
+
+from .models import Attempt, ErrorInfo, InferenceResponse, RoutedRequest, RoutingEvent, RoutingMeta
+
+
+def decision_event(slip: RoutedRequest) -> RoutingEvent:
+    signals = slip.decision.signals
+    return RoutingEvent(
+        event_id=RoutingEvent.make_id(slip.request.id, "decision"),
+        request_id=slip.request.id,
+        tenant=slip.request.tenant,
+        kind="decision",
+        ts=slip.routed_at,
+        route=slip.decision.route,
+        model=slip.decision.model,
+        policy_version=slip.policy_version,
+        task_type=signals.task_type,
+        status="routed",
+        input_tokens=signals.input_tokens,
+        detail=slip.decision.reason,
+    )
+
+
+def rejected_event(request_id: str, tenant: str, error: ErrorInfo, policy_version: str, task_type: str = "") -> RoutingEvent:
+    return RoutingEvent(
+        event_id=RoutingEvent.make_id(request_id, "rejected"),
+        request_id=request_id,
+        tenant=tenant,
+        kind="rejected",
+        policy_version=policy_version,
+        task_type=task_type,
+        status="error",
+        error_kind=error.code,
+        detail=error.message[:1000],
+    )
+
+
+def attempt_event(slip: RoutedRequest, attempt: Attempt, number: int, usage_in: int, usage_out: int, cost: float) -> RoutingEvent:
+    """``number`` counts attempts across the whole plan, so each has its own row."""
+    return RoutingEvent(
+        event_id=RoutingEvent.make_id(slip.request.id, "attempt", number),
+        request_id=slip.request.id,
+        tenant=slip.request.tenant,
+        kind="attempt",
+        ts=attempt.started_at,
+        route=slip.decision.route,
+        model=attempt.model,
+        provider=attempt.provider,
+        policy_version=slip.policy_version,
+        task_type=slip.decision.signals.task_type,
+        status=attempt.status,
+        error_kind=attempt.error.code if attempt.error else "",
+        input_tokens=usage_in,
+        output_tokens=usage_out,
+        cost_usd=cost,
+        latency_ms=attempt.latency_ms,
+        attempt=number,
+        fallback_depth=slip.step,
+        detail=attempt.error.message[:1000] if attempt.error else "",
+    )
+
+
+def final_event(slip: RoutedRequest, response: InferenceResponse) -> RoutingEvent:
+    kind = "completion" if response.status == "ok" else "failure"
+    usage = response.usage
+    return RoutingEvent(
+        event_id=RoutingEvent.make_id(slip.request.id, kind),
+        request_id=slip.request.id,
+        tenant=slip.request.tenant,
+        kind=kind,
+        ts=response.created_at,
+        route=slip.decision.route,
+        model=response.model or "",
+        provider=response.provider or "",
+        policy_version=slip.policy_version,
+        task_type=slip.decision.signals.task_type,
+        status=response.status,
+        error_kind=response.error.code if response.error else "",
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        cost_usd=response.cost_usd,
+        latency_ms=response.latency_ms,
+        attempt=len(slip.attempts),
+        fallback_depth=slip.step,
+        detail=response.error.message[:1000] if response.error else "",
+    )
+
+
+def routing_meta(slip: RoutedRequest) -> RoutingMeta:
+    """How a request was routed, for its response: the rule, the choice, the path taken."""
+    return RoutingMeta(
+        route=slip.decision.route,
+        selected_model=slip.decision.model,
+        task_type=slip.decision.signals.task_type,
+        fallback_path=list(dict.fromkeys(a.model for a in slip.attempts)),
+        policy_version=slip.policy_version,
+    )
+
+
+def error_response(request_id: str, tenant: str, error: ErrorInfo, slip: RoutedRequest | None = None) -> InferenceResponse:
+    """The structured error a caller receives instead of an answer."""
+    routing = routing_meta(slip) if slip is not None else RoutingMeta()
+    return InferenceResponse(id=request_id, tenant=tenant, status="error", error=error, routing=routing)

@@ -1,0 +1,51 @@
+"""How every Turnout process connects to Kafka, and the dead-letter conventions.
+
+The connection options live here, beside the topic names, because the router, the
+workers, the sink and the client SDK must all agree on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .settings import KafkaSettings
+
+# Dead-letter headers, after Kafka Connect's ``__connect.errors.*`` convention.
+DLQ_REASON = "turnout.error.reason"
+DLQ_STAGE = "turnout.error.stage"
+DLQ_TOPIC = "turnout.error.topic"
+DLQ_PARTITION = "turnout.error.partition"
+DLQ_OFFSET = "turnout.error.offset"
+
+
+def client_options(kafka: KafkaSettings, role: str) -> dict[str, Any]:
+    """Options shared by aiokafka producers, consumers and admin clients."""
+    return {"bootstrap_servers": kafka.bootstrap_servers, "client_id": f"{kafka.client_id}-{role}"}
+
+
+def consumer_options(kafka: KafkaSettings, role: str, group_id: str | None) -> dict[str, Any]:
+    """A consumer in ``group_id`` that commits explicitly, after its outputs are acknowledged."""
+    options = {**client_options(kafka, role), "auto_offset_reset": "earliest", "enable_auto_commit": False}
+    if group_id is not None:
+        options |= {
+            "group_id": group_id,
+            "session_timeout_ms": kafka.session_timeout_ms,
+            "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
+        }
+    return options
+
+
+def producer_options(kafka: KafkaSettings, role: str) -> dict[str, Any]:
+    # acks=all and no idempotence: Tansu does not implement InitProducerId, so Turnout
+    # is at-least-once and every consumer deduplicates by request id.
+    return {**client_options(kafka, role), "acks": "all", "linger_ms": 5, "compression_type": "gzip"}
+
+
+def dlq_headers(reason: str, stage: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    return [
+        (DLQ_REASON, reason.encode()[:4000]),
+        (DLQ_STAGE, stage.encode()),
+        (DLQ_TOPIC, topic.encode()),
+        (DLQ_PARTITION, str(partition).encode()),
+        (DLQ_OFFSET, str(offset).encode()),
+    ]

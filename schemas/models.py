@@ -1,0 +1,182 @@
+"""Python mirrors of the Avro records in ``avro/``.
+
+The ``.avsc`` files are the language-neutral source of truth; these pydantic models
+give Python code typed, validated objects with the same field names, so that
+``model.model_dump()`` is exactly the datum fastavro writes and a decoded datum
+validates straight back into the model. ``tests/unit/test_models_mirror_avsc.py`` keeps
+the two in step.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+def utcnow() -> datetime:
+    """Millisecond-precision UTC now: what an Avro ``timestamp-millis`` round-trips."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class AvroRecord(BaseModel):
+    """A model that is also an Avro record named ``avro_name`` in ``avro/``."""
+
+    model_config = ConfigDict(extra="forbid")
+    avro_name: ClassVar[str]
+
+
+class ChatMessage(AvroRecord):
+    avro_name: ClassVar[str] = "turnout.ChatMessage"
+    role: Role
+    content: str
+    name: str | None = None
+
+
+class ErrorInfo(AvroRecord):
+    avro_name: ClassVar[str] = "turnout.ErrorInfo"
+    code: str
+    message: str
+    retryable: bool = False
+    details: dict[str, str] = Field(default_factory=dict)
+
+
+class InferenceRequest(AvroRecord):
+    avro_name: ClassVar[str] = "turnout.InferenceRequest"
+    id: str = Field(min_length=1)
+    tenant: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    tools: str | None = None
+    response_schema: str | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    stop: list[str] = Field(default_factory=list)
+    temperature: float | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    deadline: datetime | None = None
+    reply_topic: str | None = None
+    model: str | None = None
+
+
+class Signals(AvroRecord):
+    avro_name: ClassVar[str] = "turnout.Signals"
+    task_type: str
+    task_confidence: float
+    task_method: str
+    input_tokens: int
+    token_method: str
+    turns: int
+
+
+class PlanStep(AvroRecord):
+    avro_name: ClassVar[str] = "turnout.PlanStep"
+    model: str
+    role: Literal["primary", "fallback", "escalation"]
+
+
+class Attempt(AvroRecord):
+    avro_name: ClassVar[str] = "turnout.Attempt"
+    model: str
+    provider: str
+    started_at: datetime
+    latency_ms: float
+    status: Literal["ok", "error"]
+    error: ErrorInfo | None = None
+
+
+class RoutingDecision(AvroRecord):
+    avro_name: ClassVar[str] = "turnout.RoutingDecision"
+    route: str
+    model: str
+    reason: str
+    signals: Signals
+
+
+class RoutedRequest(AvroRecord):
+    """The routing slip: a worker serves ``plan[step]`` and may move to ``step + 1``."""
+
+    avro_name: ClassVar[str] = "turnout.RoutedRequest"
+    request: InferenceRequest
+    decision: RoutingDecision
+    plan: list[PlanStep] = Field(min_length=1)
+    step: int = 0
+    attempts: list[Attempt] = Field(default_factory=list)
+    policy_version: str
+    routed_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def current(self) -> PlanStep:
+        return self.plan[self.step]
+
+    @property
+    def next_step(self) -> PlanStep | None:
+        return self.plan[self.step + 1] if self.step + 1 < len(self.plan) else None
+
+
+class Usage(AvroRecord):
+    avro_name: ClassVar[str] = "turnout.Usage"
+    input_tokens: int
+    output_tokens: int
+
+
+class RoutingMeta(AvroRecord):
+    avro_name: ClassVar[str] = "turnout.RoutingMeta"
+    route: str | None = None
+    selected_model: str | None = None
+    task_type: str | None = None
+    fallback_path: list[str] = Field(default_factory=list)
+    policy_version: str | None = None
+    validation: Literal["not_requested", "passed", "failed"] = "not_requested"
+
+
+class InferenceResponse(AvroRecord):
+    avro_name: ClassVar[str] = "turnout.InferenceResponse"
+    id: str
+    tenant: str
+    status: Literal["ok", "error"]
+    model: str | None = None
+    provider: str | None = None
+    content: str | None = None
+    finish_reason: str | None = None
+    error: ErrorInfo | None = None
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+    latency_ms: float = 0.0
+    backend_latency_ms: float = 0.0
+    routing: RoutingMeta = Field(default_factory=RoutingMeta)
+
+
+EventKind = Literal["decision", "attempt", "completion", "failure", "rejected"]
+
+
+class RoutingEvent(AvroRecord):
+    avro_name: ClassVar[str] = "turnout.RoutingEvent"
+    event_id: str
+    request_id: str
+    tenant: str
+    kind: EventKind
+    ts: datetime = Field(default_factory=utcnow)
+    route: str = ""
+    model: str = ""
+    provider: str = ""
+    policy_version: str = ""
+    task_type: str = ""
+    status: str = ""
+    error_kind: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    attempt: int = 0
+    fallback_depth: int = 0
+    detail: str = ""
+
+    @staticmethod
+    def make_id(request_id: str, kind: str, attempt: int = 0) -> str:
+        """Deterministic id: a redelivered event replaces its first copy downstream."""
+        return f"{request_id}:{kind}:{attempt}"

@@ -1,0 +1,287 @@
+"""Typed, validated configuration: a TOML file, overridden by ``TURNOUT_*`` variables.
+
+Every process (router, worker, sink, simulator, CLI) reads the same ``Settings``:
+``load_settings(path)`` reads the TOML file, then environment variables such as
+``TURNOUT_KAFKA__BOOTSTRAP_SERVERS`` or ``TURNOUT_CLICKHOUSE__DSN`` (``__`` separates
+nesting levels) win over it. A bad value fails at start-up with a ``ConfigError`` that
+names the key, e.g. ``routes[1].fallback[0]: unknown model 'huge'``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from .topics import Topics
+
+ENV_PREFIX = "TURNOUT_"
+CONFIG_ENV = "TURNOUT_CONFIG"
+_MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot run; the message lists every bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "turnout"
+    partitions: int = Field(default=3, ge=1, description="partitions of each topic Turnout creates")
+    replication_factor: int = Field(default=1, ge=1)
+    schema_registry_url: str | None = Field(
+        default=None, description="Confluent Schema Registry; unset means Avro single-object encoding"
+    )
+    client_id: str = "turnout"
+    session_timeout_ms: int = Field(
+        default=10_000, ge=1_000, description="consumer-group session; a new group's first join waits about half of it on Tansu"
+    )
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> KafkaSettings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be at most a third of session_timeout_ms ({self.session_timeout_ms})"
+            )
+        return self
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _legal_prefix(cls, value: str) -> str:
+        Topics(value)
+        return value
+
+
+class ClickHouseSettings(_Section):
+    dsn: SecretStr = Field(
+        default=SecretStr("chdb://.turnout/chdb"),
+        description="chdb:///abs/dir or chdb://rel/dir for the embedded engine, http(s)://user:pass@host:8123 for a server",
+    )
+    database: str = "turnout"
+
+    @field_validator("dsn")
+    @classmethod
+    def _known_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = value.get_secret_value().split("://", 1)[0]
+        if scheme not in {"chdb", "http", "https", "clickhouse", "clickhouses"}:
+            raise ValueError(f"scheme {scheme!r} is not chdb, http(s) or clickhouse(s)")
+        return value
+
+
+class ModelDeployment(_Section):
+    """One model deployment in the fleet catalogue."""
+
+    provider: str = Field(default="openai-compatible", description="who serves it: openai, vllm, simulated, …")
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible base URL ending in /v1; unset for provider 'simulated'"
+    )
+    served_model: str = Field(description="the model name sent to the backend")
+    api_key: SecretStr | None = None
+    api_key_env: str | None = Field(default=None, description="environment variable holding the API key")
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    price_input_per_mtok: float = Field(default=0.0, ge=0, description="USD per million input tokens")
+    price_output_per_mtok: float = Field(default=0.0, ge=0, description="USD per million output tokens")
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> ModelDeployment:
+        if self.base_url is None and self.provider != "simulated":
+            raise ValueError(f"base_url is required for provider {self.provider!r}")
+        return self
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok) / 1e6
+
+
+class TokenRange(_Section):
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TokenRange:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+    def contains(self, value: int) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
+class RouteMatch(_Section):
+    """All given conditions must hold; an absent condition matches anything."""
+
+    task_type: str | list[str] | None = None
+    input_tokens: TokenRange | None = None
+    tenant: str | list[str] | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Route(_Section):
+    name: str | None = Field(default=None, description="defaults to route-<index>")
+    match: RouteMatch | None = Field(default=None, description="absent: the catch-all")
+    model: str
+    fallback: list[str] = Field(default_factory=list)
+
+
+class RouterSettings(_Section):
+    policy_version: str = "v1"
+    default_deadline_s: float = Field(default=300.0, gt=0)
+    batch_size: int = Field(default=200, ge=1)
+    batch_window_s: float = Field(default=0.05, gt=0)
+    group_id: str = "turnout-router"
+
+
+class WorkerSettings(_Section):
+    batch_size: int = Field(default=100, ge=1)
+    poll_timeout_ms: int = Field(default=200, ge=1)
+    backoff_base_s: float = Field(default=0.2, gt=0)
+    backoff_max_s: float = Field(default=10.0, gt=0)
+    dedup_capacity: int = Field(default=100_000, ge=0, description="request ids remembered as answered")
+
+
+class SinkSettings(_Section):
+    batch_size: int = Field(default=5_000, ge=1)
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    group_id: str = "turnout-analytics-sink"
+
+
+class SimulatorProfile(_Section):
+    latency_ms: float = Field(default=40.0, ge=0)
+    latency_jitter_ms: float = Field(default=10.0, ge=0)
+    error_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls answered 500")
+    rate_limit_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls answered 429")
+    retry_after_s: float = Field(default=0.2, ge=0)
+    output_tokens: int = Field(default=48, ge=1)
+
+
+class SimulatorSettings(_Section):
+    url: str | None = Field(default=None, description="where workers reach the simulator, ending in /v1")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8900, ge=0, le=65535)
+    seed: int | None = None
+    default: SimulatorProfile = SimulatorProfile()
+    profiles: dict[str, SimulatorProfile] = Field(default_factory=dict, description="by served_model")
+
+    def profile(self, served_model: str) -> SimulatorProfile:
+        return self.profiles.get(served_model, self.default)
+
+
+_CONFIG_PATH: contextvars.ContextVar[Path | None] = contextvars.ContextVar("turnout_config_path", default=None)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    fleet: dict[str, ModelDeployment]
+    routes: list[Route] = Field(min_length=1)
+    router: RouterSettings = RouterSettings()
+    worker: WorkerSettings = WorkerSettings()
+    sink: SinkSettings = SinkSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _CONFIG_PATH.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        problems = []
+        if not self.fleet:
+            problems.append("fleet: at least one model deployment is required")
+        for model_id in self.fleet:
+            if not _MODEL_ID.match(model_id):
+                problems.append(f"fleet.{model_id}: model ids are lower-case letters, digits, '-' and '_'")
+        known = ", ".join(sorted(self.fleet))
+        for i, route in enumerate(self.routes):
+            for where, ref in [("model", route.model), *((f"fallback[{j}]", m) for j, m in enumerate(route.fallback))]:
+                if ref not in self.fleet:
+                    problems.append(f"routes[{i}].{where}: unknown model {ref!r} (fleet has: {known})")
+        if not any(route.match is None for route in self.routes):
+            problems.append("routes: no catch-all route (a [[routes]] entry without 'match') to serve what no rule matches")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.kafka.topic_prefix)
+
+    def route_name(self, index: int) -> str:
+        return self.routes[index].name or f"route-{index}"
+
+    def simulator_url(self) -> str:
+        if self.simulator.url:
+            return self.simulator.url.rstrip("/")
+        return f"http://{self.simulator.host}:{self.simulator.port}/v1"
+
+    def backend_url(self, model_id: str) -> str:
+        deployment = self.fleet[model_id]
+        return (deployment.base_url or self.simulator_url()).rstrip("/")
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (or ``$TURNOUT_CONFIG``) plus the environment; raise ``ConfigError``."""
+    chosen_name = path or os.environ.get(CONFIG_ENV)
+    if not chosen_name:
+        raise ConfigError(f"no configuration: pass --config FILE or set ${CONFIG_ENV}")
+    chosen = Path(chosen_name)
+    if not chosen.is_file():
+        raise ConfigError(f"config file {chosen} does not exist (set --config or ${CONFIG_ENV})")
+    try:
+        with chosen.open("rb") as handle:
+            tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen}: not valid TOML: {exc}") from exc
+    token = _CONFIG_PATH.set(chosen)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"{chosen}: invalid configuration\n{format_validation_error(exc)}") from None
+    finally:
+        _CONFIG_PATH.reset(token)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = _dotted(error["loc"])
+        got = "" if error["type"] in {"missing", "value_error"} else f" (got {error.get('input')!r})"
+        message = error["msg"].removeprefix("Value error, ")
+        for part in message.split("\n"):
+            lines.append(f"  {key + ': ' if key else ''}{part}{got}")
+    return "\n".join(lines)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+

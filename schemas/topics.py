@@ -1,0 +1,54 @@
+"""Topic names: one place that knows how ``<prefix>`` becomes a topic."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_LEGAL = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one Turnout installation, all under ``prefix``."""
+
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if not _LEGAL.match(self.prefix):
+            raise ValueError(f"topic prefix {self.prefix!r} may only hold letters, digits, '.', '_' and '-'")
+
+    @property
+    def requests(self) -> str:
+        return f"{self.prefix}.requests"
+
+    @property
+    def responses(self) -> str:
+        return f"{self.prefix}.responses"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    @property
+    def health(self) -> str:
+        return f"{self.prefix}.health"
+
+    @property
+    def feedback(self) -> str:
+        return f"{self.prefix}.feedback"
+
+    def model(self, model_id: str) -> str:
+        return f"{self.prefix}.model.{model_id}"
+
+    def shared(self) -> list[str]:
+        """The topics every installation has, whatever its fleet."""
+        return [self.requests, self.responses, self.events, self.dlq, self.health, self.feedback]
+
+    def compacted(self) -> set[str]:
+        """Topics that keep only the latest value per key."""
+        return {self.health}

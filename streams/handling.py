@@ -1,0 +1,92 @@
+"""What the router does with one raw message, as a pure function returning what to send.
+
+Kept apart from the faust wiring so the whole behaviour, including every way a message
+can be bad, is unit-tested without a broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from turnout.schemas.events import decision_event, error_response, rejected_event
+from turnout.schemas.kafka import dlq_headers
+from turnout.schemas.models import ErrorInfo, InferenceRequest
+from turnout.schemas.serde import AvroCodec, DecodeError
+from turnout.schemas.settings import Settings
+
+from .rules import Refusal, plan_route
+
+STAGE = "router"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message was read, for the dead-letter headers."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def route_message(key: bytes | None, value: bytes | None, source: Source, codec: AvroCodec, settings: Settings) -> list[Outgoing]:
+    """Route one message from the requests topic.
+
+    Good requests go to their primary model's topic with a decision event. Bad ones go
+    to the dead-letter topic with the reason, and the caller gets an error response
+    when it can be addressed (by the request's reply topic, else by the message key on
+    the shared responses topic). Never raises for bad input.
+    """
+    topics = settings.topics
+    try:
+        request = codec.decode(value or b"", InferenceRequest)
+    except DecodeError as exc:
+        request_id = key.decode("utf-8", "replace") if key else ""
+        return _reject(request_id, "", None, ErrorInfo(code="invalid_request", message=str(exc)), key, value, source, codec, settings)
+    outcome = plan_route(request, settings)
+    if isinstance(outcome, Refusal):
+        task = outcome.signals.task_type if outcome.signals else ""
+        return _reject(request.id, request.tenant, request.reply_topic, outcome.error, key, value, source, codec, settings, task)
+    slip = outcome
+    return [
+        Outgoing(topics.model(slip.current.model), request.id.encode(), codec.encode(slip)),
+        Outgoing(topics.events, request.id.encode(), codec.encode(decision_event(slip))),
+    ]
+
+
+def _reject(
+    request_id: str,
+    tenant: str,
+    reply_topic: str | None,
+    error: ErrorInfo,
+    key: bytes | None,
+    value: bytes | None,
+    source: Source,
+    codec: AvroCodec,
+    settings: Settings,
+    task_type: str = "",
+) -> list[Outgoing]:
+    topics = settings.topics
+    out = [
+        Outgoing(
+            topics.dlq,
+            key,
+            value or b"",
+            dlq_headers(f"{error.code}: {error.message}", STAGE, source.topic, source.partition, source.offset),
+        )
+    ]
+    if request_id:
+        policy = settings.router.policy_version
+        response = error_response(request_id, tenant or "unknown", error)
+        out.append(Outgoing(reply_topic or topics.responses, request_id.encode(), codec.encode(response)))
+        out.append(
+            Outgoing(topics.events, request_id.encode(), codec.encode(rejected_event(request_id, tenant or "unknown", error, policy, task_type)))
+        )
+    return out

@@ -1,0 +1,188 @@
+"""The ``turnout`` command: one subcommand per role, the same here and in production."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from turnout.schemas.settings import CONFIG_ENV, ConfigError, Settings, load_settings
+
+DEFAULT_CONFIG = Path(__file__).with_name("defaults") / "dev.toml"
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _settings(config: str | None) -> Settings:
+    path = config or os.environ.get(CONFIG_ENV) or str(DEFAULT_CONFIG)
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+config_option = click.option(
+    "--config", "-c", type=click.Path(dir_okay=False), default=None, help=f"TOML file (default: ${CONFIG_ENV}, else the bundled dev.toml)"
+)
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, envvar="TURNOUT_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR")
+def cli(log_level: str) -> None:
+    """Turnout: route LLM requests over Kafka, record every move in ClickHouse."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@config_option
+def router(config: str | None) -> None:
+    """Run a router replica (faust app: requests -> model topics)."""
+    from turnout.streams.app import run_router
+
+    run_router(_settings(config))
+
+
+@cli.command()
+@config_option
+@click.option("--model", "model_id", required=True, help="fleet model id to serve")
+def worker(config: str | None, model_id: str) -> None:
+    """Run a worker replica for one model deployment."""
+    from turnout.consumers.worker import run_worker
+
+    settings = _settings(config)
+    if model_id not in settings.fleet:
+        raise click.BadParameter(f"{model_id!r} is not in the fleet ({', '.join(sorted(settings.fleet))})", param_hint="--model")
+    run_worker(settings, model_id)
+
+
+@cli.command()
+@config_option
+def sink(config: str | None) -> None:
+    """Run the analytics sink (events topic -> ClickHouse)."""
+    from turnout.analytics.sink import run_sink
+
+    run_sink(_settings(config))
+
+
+@cli.command()
+@config_option
+@click.option("--port", type=int, default=None, help="overrides simulator.port")
+def simulator(config: str | None, port: int | None) -> None:
+    """Serve the simulated OpenAI-compatible backend."""
+    from turnout.consumers.simulator import run_simulator
+
+    run_simulator(_settings(config).simulator, port=port)
+
+
+@cli.group()
+def topics() -> None:
+    """Kafka topic administration."""
+
+
+@topics.command("create")
+@config_option
+def topics_create(config: str | None) -> None:
+    """Create the topics of this installation that do not exist yet."""
+    from turnout.admin import create_topics
+
+    created = asyncio.run(create_topics(_settings(config)))
+    console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
+
+
+@cli.command()
+@config_option
+def migrate(config: str | None) -> None:
+    """Apply pending ClickHouse migrations."""
+    from turnout.analytics.store import migrate as apply, open_client
+
+    settings = _settings(config)
+    applied = apply(open_client(settings.clickhouse), settings.clickhouse.database)
+    console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+def report(config: str | None, as_json: bool) -> None:
+    """Requests, errors, tokens, cost and latency per model and per route."""
+    from turnout.analytics.report import build_report
+    from turnout.analytics.store import open_client
+
+    from .render import print_report
+
+    settings = _settings(config)
+    try:
+        client = open_client(settings.clickhouse)
+    except Exception as exc:
+        raise click.ClickException(
+            f"cannot open the analytics store ({exc}); with embedded chDB, stop the process that owns it (the sink) first"
+        ) from None
+    tables = build_report(client, settings.clickhouse.database)
+    if as_json:
+        click.echo(json.dumps({t.title: t.as_dicts() for t in tables}, default=str, indent=2))
+    else:
+        print_report(console, tables)
+
+
+@cli.command()
+@config_option
+@click.option("--workdir", type=click.Path(file_okay=False), default=".turnout/dev", show_default=True)
+def dev(config: str | None, workdir: str) -> None:
+    """Run the whole stack embedded (Tansu broker, chDB, simulator, router, workers, sink) until Ctrl-C."""
+    from .stack import DevStack
+
+    stack = DevStack(Path(config or DEFAULT_CONFIG), Path(workdir))
+    stopping = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        settings = stack.start()
+        console.print(f"[bold]Turnout dev stack[/] broker [cyan]{settings.kafka.bootstrap_servers}[/]  "
+                      f"requests topic [cyan]{settings.topics.requests}[/]  logs in {stack.logs}")
+        console.print(f"point clients at it with TURNOUT_KAFKA__BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers}; Ctrl-C stops")
+        while not stopping:
+            dead = stack.dead_children()
+            if dead:
+                raise click.ClickException(f"{dead[0].name} exited with code {dead[0].process.returncode}; see {dead[0].log_path}")
+            time.sleep(0.5)
+    finally:
+        console.print("stopping …")
+        stack.stop()
+
+
+@cli.command()
+@config_option
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False), default=None, help="JSONL of {prompt, tag?, model?}")
+@click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True, help="seconds to wait for every response")
+def demo(config: str | None, prompts: str | None, timeout_s: float) -> None:
+    """Start the embedded stack, route a mixed set of prompts, print decisions and the report."""
+    from .demo import run_demo
+
+    logging.getLogger().setLevel(logging.WARNING)  # the stack's own logs go to its log files
+    ok = run_demo(Path(config or DEFAULT_CONFIG), Path(prompts) if prompts else None, timeout_s, Path(tempfile.mkdtemp(prefix="turnout-demo-")), console)
+    sys.exit(0 if ok else 1)
+
+
+@cli.command("config")
+@config_option
+def show_config(config: str | None) -> None:
+    """Validate the configuration and print it (secrets masked)."""
+    settings = _settings(config)
+    click.echo(settings.model_dump_json(indent=2))
+
+
+def main() -> None:
+    cli(prog_name="turnout")

@@ -1,0 +1,121 @@
+"""The embedded stack behind ``turnout dev`` and ``turnout demo``.
+
+One real broker and one process per role, started with the same ``turnout`` commands
+production uses (see docker-compose.yml): the simulator, the router, a worker per fleet
+model and the analytics sink. Nothing shares memory, so what works here works with
+more replicas. Each child writes its log to ``<workdir>/logs/<name>.log`` and dies
+with its parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from turnout.schemas.settings import Settings, load_settings
+
+from .admin import create_topics
+from .embedded import EmbeddedBroker, die_with_parent, free_port, wait_for_port
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class DevStack:
+    """Start with ``start()``, stop with ``stop()``; ``settings`` points at this stack."""
+
+    config_path: Path
+    workdir: Path
+    clickhouse_dsn: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    broker: EmbeddedBroker | None = None
+    children: list[Child] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    settings: Settings | None = None
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    def start(self) -> Settings:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.broker = EmbeddedBroker(log_path=self.logs / "broker.log").start()
+        simulator_port = free_port()
+        self.env = {
+            "TURNOUT_CONFIG": str(self.config_path.resolve()),
+            "TURNOUT_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
+            "TURNOUT_SIMULATOR__PORT": str(simulator_port),
+            "TURNOUT_SIMULATOR__URL": f"http://127.0.0.1:{simulator_port}/v1",
+            "TURNOUT_CLICKHOUSE__DSN": self.clickhouse_dsn or f"chdb://{(self.workdir / 'chdb').resolve()}",
+            **self.extra_env,
+        }
+        os.environ.update(self.env)  # this process (the CLI, the demo, a test) sees the same settings
+        self.settings = load_settings(self.config_path)
+        asyncio.run(create_topics(self.settings))
+        self._spawn("simulator", ["simulator"])
+        wait_for_port(simulator_port, 20, self.children[-1].process, "the simulator")
+        self._spawn("sink", ["sink"])
+        self._spawn("router", ["router"])
+        for model_id in sorted(self.settings.fleet):
+            self._spawn(f"worker-{model_id}", ["worker", "--model", model_id])
+        return self.settings
+
+    def _spawn(self, name: str, args: list[str]) -> Child:
+        log_path = self.logs / f"{name}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "turnout", *args],
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            stdout=open(log_path, "ab"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+        child = Child(name, process, log_path)
+        self.children.append(child)
+        return child
+
+    def dead_children(self) -> list[Child]:
+        return [child for child in self.children if not child.alive()]
+
+    def child(self, name: str) -> Child:
+        return next(child for child in self.children if child.name == name)
+
+    def stop_children(self, names: list[str], timeout_s: float = 30.0) -> None:
+        """SIGTERM the named children together, then wait for each (killing stragglers)."""
+        chosen = [c for c in self.children if c.name in names and c.alive()]
+        for child in chosen:
+            child.process.send_signal(signal.SIGTERM)
+        for child in chosen:
+            try:
+                child.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+
+    def stop(self) -> None:
+        """Stop what writes events first, then the sink (which drains them), then the rest."""
+        self.stop_children([c.name for c in self.children if c.name.startswith(("router", "worker"))])
+        self.stop_children(["sink"], timeout_s=60.0)
+        self.stop_children(["simulator"])
+        if self.broker:
+            self.broker.stop()
+
+    def __enter__(self) -> DevStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
