@@ -14,6 +14,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,20 @@ from turnout.schemas.settings import Settings, load_settings
 
 from .admin import create_topics
 from .embedded import EmbeddedBroker, die_with_parent, free_port, wait_for_port
+
+
+@contextmanager
+def _environ(overrides: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @dataclass
@@ -62,8 +78,8 @@ class DevStack:
             "TURNOUT_CLICKHOUSE__DSN": self.clickhouse_dsn or f"chdb://{(self.workdir / 'chdb').resolve()}",
             **self.extra_env,
         }
-        os.environ.update(self.env)  # this process (the CLI, the demo, a test) sees the same settings
-        self.settings = load_settings(self.config_path)
+        with _environ(self.env):  # this process (the CLI, the demo, a test) sees the children's settings
+            self.settings = load_settings(self.config_path)
         asyncio.run(create_topics(self.settings))
         self._spawn("simulator", ["simulator"])
         wait_for_port(simulator_port, 20, self.children[-1].process, "the simulator")

@@ -1,0 +1,160 @@
+"""One routed prompt end to end, and many: publish -> router -> worker -> response -> ClickHouse.
+
+Everything here is real: the Tansu broker, the faust router, aiokafka workers calling the
+simulated backend over HTTP, and the sink writing into chDB. The tests run in file
+order; the last one stops the stack's writers and checks what ClickHouse recorded
+against every response the earlier tests received.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from turnout.analytics.store import open_client
+from turnout.producers.client import TurnoutClient, new_request
+from turnout.schemas.kafka import DLQ_REASON, DLQ_STAGE
+from turnout.schemas.models import InferenceResponse
+from turnout.schemas.serde import AvroCodec
+
+TIMEOUT_S = 90
+SEEN: dict[str, InferenceResponse] = {}  # every response the tests received, for the ClickHouse check
+
+
+async def ask(stack, *requests) -> dict[str, InferenceResponse]:
+    async with TurnoutClient(stack.settings.kafka) as client:
+        ids = await client.publish(requests)
+        responses = await client.gather(ids, TIMEOUT_S)
+    SEEN.update(responses)
+    return responses
+
+
+async def read_all(stack, topic: str, until_key: bytes) -> list:
+    """Every record of ``topic`` from the start until one with ``until_key`` is seen."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.settings.kafka.bootstrap_servers, auto_offset_reset="earliest")
+    await consumer.start()
+    records = []
+    try:
+        for _ in range(300):
+            batch = await consumer.getmany(timeout_ms=200)
+            records += [r for rs in batch.values() for r in rs]
+            if any(r.key == until_key for r in records):
+                return records
+        raise AssertionError(f"no record keyed {until_key!r} on {topic} (saw {len(records)})")
+    finally:
+        await consumer.stop()
+
+
+async def test_prompts_are_routed_by_their_content(stack):
+    code = new_request("Write a Python function that parses ISO dates and returns a datetime.", "acme")
+    chat = new_request("Hello! How are you today?", "acme")
+    responses = await ask(stack, code, chat)
+
+    assert responses[code.id].status == "ok"
+    assert responses[code.id].model == "medium"
+    assert responses[code.id].routing.route == "code"
+    assert responses[code.id].routing.task_type == "code-generation"
+    assert responses[chat.id].model == "small"
+    assert responses[chat.id].routing.route == "default"
+    for response in responses.values():
+        assert response.content and response.usage and response.usage.output_tokens > 0
+        assert response.cost_usd > 0
+        assert response.routing.policy_version == "itest-1"
+
+
+async def test_a_failing_primary_falls_back_along_the_plan(stack):
+    request = new_request("What is the tallest mountain?", "acme", metadata={"lane": "flaky"})
+    response = (await ask(stack, request))[request.id]
+
+    assert response.status == "ok"
+    assert response.routing.selected_model == "flaky"
+    assert response.model == "small"
+    assert response.routing.fallback_path == ["flaky", "small"]
+
+
+async def test_a_pinned_model_overrides_the_rules(stack):
+    request = new_request("Write a Rust function that adds two numbers.", "acme", model="small")
+    response = (await ask(stack, request))[request.id]
+    assert (response.model, response.routing.route) == ("small", "pinned")
+
+
+async def test_many_requests_all_get_exactly_one_answer(stack):
+    requests = [new_request(f"Question number {i}: why is the sky blue?", f"tenant-{i % 3}") for i in range(60)]
+    responses = await ask(stack, *requests)
+    assert set(responses) == {r.id for r in requests}
+    assert all(r.status == "ok" for r in responses.values())
+
+
+async def test_a_reply_topic_receives_the_answer(stack):
+    reply_topic = f"{stack.settings.topics.prefix}.replies.{uuid.uuid4().hex[:8]}"
+    async with TurnoutClient(stack.settings.kafka, reply_topic=reply_topic) as client:
+        request = new_request("Summarize: trains run on rails.", "acme")
+        response = await client.request(request, TIMEOUT_S)
+    SEEN[request.id] = response
+    assert response.id == request.id and response.status == "ok"
+
+
+async def test_malformed_message_goes_to_the_dlq_and_the_next_is_served(stack):
+    bad_key = f"broken-{uuid.uuid4().hex[:8]}"
+    good = new_request("Hi there, thanks for the help!", "acme")
+    async with TurnoutClient(stack.settings.kafka) as client:
+        await client.publish_raw(b"\x00\x01 this is not avro", key=bad_key.encode())
+        await client.publish([good])
+        answers = await client.gather([bad_key, good.id], TIMEOUT_S)
+
+    assert answers[good.id].status == "ok"  # the pipeline went on
+    SEEN[good.id] = answers[good.id]
+    error = answers[bad_key]  # the caller is told, by the key it used
+    assert error.status == "error" and error.error is not None
+    assert error.error.code == "invalid_request"
+
+    dead = [r for r in await read_all(stack, stack.settings.topics.dlq, bad_key.encode()) if r.key == bad_key.encode()]
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert dead[0].value == b"\x00\x01 this is not avro"  # kept as it came, nothing lost
+    assert headers[DLQ_STAGE] == b"router"
+    assert b"invalid_request" in headers[DLQ_REASON]
+
+
+async def test_a_request_for_an_unknown_model_is_refused_not_sent(stack):
+    request = new_request("Hello", "acme", model="gpt-imaginary")
+    response = (await ask(stack, request))[request.id]
+    assert response.status == "error" and response.error.code == "unknown_model"
+    assert response.model is None  # no backend served it
+
+    dead = [r for r in await read_all(stack, stack.settings.topics.dlq, request.id.encode()) if r.key == request.id.encode()]
+    assert AvroCodec().decode(dead[0].value, type(request)).id == request.id
+    SEEN.pop(request.id)  # refused before routing: there is no completion to count
+
+
+async def test_every_outcome_lands_in_clickhouse_once(stack):
+    assert len(SEEN) > 60, "earlier tests should have produced responses"
+    stack.stop_children([c.name for c in stack.children if c.name.startswith(("router", "worker"))])
+    stack.stop_children(["sink"], timeout_s=60)  # the sink drains the events topic before it exits
+    assert stack.child("sink").process.returncode == 0
+
+    client = open_client(stack.settings.clickhouse)
+    db = stack.settings.clickhouse.database
+    ids = list(SEEN)
+    rows = client.query(
+        f"SELECT request_id, kind, model, cost_usd FROM {db}.routing_events FINAL "
+        "WHERE kind IN ('completion', 'failure') AND request_id IN {ids:Array(String)}",
+        parameters={"ids": ids},
+    ).result_rows
+    assert sorted(r[0] for r in rows) == sorted(ids)  # one final outcome per answered request, no duplicates
+    for request_id, kind, model, cost in rows:
+        assert kind == "completion"
+        assert model == SEEN[request_id].model
+        assert cost == pytest.approx(SEEN[request_id].cost_usd)
+
+    decisions = client.query(
+        f"SELECT count() FROM {db}.routing_events FINAL WHERE kind = 'decision' AND request_id IN {{ids:Array(String)}}",
+        parameters={"ids": ids},
+    ).result_rows[0][0]
+    assert decisions == len(ids)
+    fallback_attempts = client.query(
+        f"SELECT count() FROM {db}.routing_events FINAL WHERE kind = 'attempt' AND model = 'flaky' AND status = 'error'"
+    ).result_rows[0][0]
+    assert fallback_attempts == 2  # max_retries = 1: two failed calls before moving to the fallback
