@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -38,5 +40,26 @@ async def create_topics(settings: Settings) -> list[str]:
             except TopicAlreadyExistsError:
                 pass  # another process created them between our listing and our request
         return missing
+    finally:
+        await admin.close()
+
+
+async def wait_for_groups(settings: Settings, group_ids: list[str], timeout_s: float) -> None:
+    """Wait until every consumer group is Stable with at least one member: the stack's
+    consumers have their partitions and what is published now is served at once."""
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka, "admin"))
+    await admin.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        pending = set(group_ids)
+        while pending:
+            for group in sorted(pending):  # one per request: Tansu 0.6 garbles a multi-group answer
+                for response in await admin.describe_consumer_groups([group]):
+                    for _error, group_id, state, _ptype, _protocol, members, *_ in response.groups:
+                        if state == "Stable" and members:
+                            pending.discard(group_id)
+            if pending and asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"consumer groups not ready after {timeout_s:g}s: {', '.join(sorted(pending))}")
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()

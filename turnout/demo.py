@@ -28,20 +28,22 @@ from .stack import DevStack
 TENANT = "demo"
 
 
-def load_prompts(path: Path | None) -> list[tuple[str, InferenceRequest]]:
+def load_prompts(path: Path | None) -> list[dict]:
+    """Rows of ``{"prompt": …, "tag"?: …, "model"?: …}``, checked before anything starts."""
     text = path.read_text() if path else files("turnout.producers").joinpath("samples/demo_prompts.jsonl").read_text()
-    prompts = []
+    rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         row = json.loads(line)
-        if "prompt" not in row:
-            raise ValueError(f"line {number}: no 'prompt' field")
-        prompts.append((row.get("tag", f"#{number}"), new_request(row["prompt"], TENANT, model=row.get("model"))))
-    return prompts
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise ValueError(f"line {number}: expected an object with a string 'prompt'")
+        rows.append({"tag": f"#{number}", **row})
+    return rows
 
 
-async def publish_and_collect(settings: Settings, prompts: list[tuple[str, InferenceRequest]], timeout_s: float, console: Console) -> dict[str, InferenceResponse]:
+async def publish_and_collect(settings: Settings, rows: list[dict], timeout_s: float, console: Console) -> tuple[list[tuple[str, InferenceRequest]], dict[str, InferenceResponse]]:
+    prompts = [(row["tag"], new_request(row["prompt"], TENANT, model=row.get("model"))) for row in rows]
     async with TurnoutClient(settings.kafka) as client:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("publishing", total=len(prompts))
@@ -50,11 +52,11 @@ async def publish_and_collect(settings: Settings, prompts: list[tuple[str, Infer
                 ids += await client.publish([request])
                 progress.advance(task)
         with console.status(f"waiting for {len(ids)} responses"):
-            return await client.gather(ids, timeout_s)
+            return prompts, await client.gather(ids, timeout_s)
 
 
 def run_demo(config_path: Path, prompts_path: Path | None, timeout_s: float, workdir: Path, console: Console) -> bool:
-    prompts = load_prompts(prompts_path)
+    rows = load_prompts(prompts_path)
     stack = DevStack(config_path, workdir)
     responses: dict[str, InferenceResponse] = {}
     try:
@@ -62,7 +64,7 @@ def run_demo(config_path: Path, prompts_path: Path | None, timeout_s: float, wor
             settings = stack.start()
         console.print(f"broker [cyan]{settings.kafka.bootstrap_servers}[/], work dir {workdir}")
         try:
-            responses = asyncio.run(publish_and_collect(settings, prompts, timeout_s, console))
+            prompts, responses = asyncio.run(publish_and_collect(settings, rows, timeout_s, console))
         except ResponseTimeout as exc:
             console.print(f"[red]{exc}[/]; logs in {stack.logs}")
             return False

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from turnout.schemas.settings import Settings, load_settings
 
-from .admin import create_topics
+from turnout.consumers.worker import group_id as worker_group_id
+
+from .admin import create_topics, wait_for_groups
 from .embedded import EmbeddedBroker, die_with_parent, free_port, wait_for_port
 
 
@@ -87,7 +89,18 @@ class DevStack:
         self._spawn("router", ["router"])
         for model_id in sorted(self.settings.fleet):
             self._spawn(f"worker-{model_id}", ["worker", "--model", model_id])
+        self._wait_until_consuming()
         return self.settings
+
+    def _wait_until_consuming(self, timeout_s: float = 90.0) -> None:
+        assert self.settings is not None
+        groups = [self.settings.router.group_id, self.settings.sink.group_id]
+        groups += [worker_group_id(model_id) for model_id in self.settings.fleet]
+        try:
+            asyncio.run(wait_for_groups(self.settings, groups, timeout_s))
+        except TimeoutError as exc:
+            dead = ", ".join(f"{c.name} (exit {c.process.returncode}, log {c.log_path})" for c in self.dead_children())
+            raise RuntimeError(f"{exc}; dead processes: {dead or 'none'}") from None
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         log_path = self.logs / f"{name}.log"
