@@ -56,6 +56,7 @@ class EventsSink:
         await producer.start()
         await consumer.start()
         rows: list[list] = []
+        uncommitted = False  # records consumed since the last commit
         last_flush = time.monotonic()
         try:
             while True:
@@ -63,6 +64,7 @@ class EventsSink:
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.sink.batch_size)
                 for batch in batches.values():
                     for record in batch:
+                        uncommitted = True
                         row = await self._row(record, producer)
                         if row is not None:
                             rows.append(row)
@@ -70,10 +72,11 @@ class EventsSink:
                 if rows and (len(rows) >= self.settings.sink.batch_size or due or stopping):
                     await self._insert_with_retry(rows)
                     rows = []
-                if batches or due:
-                    await consumer.commit()
                     last_flush = time.monotonic()
-                if stopping and not batches and await self._caught_up(consumer):
+                if uncommitted and not rows:  # only what is in ClickHouse (or dead-lettered) is committed
+                    await consumer.commit()
+                    uncommitted = False
+                if stopping and not batches and not rows and await self._caught_up(consumer):
                     break
         finally:
             await consumer.stop()

@@ -63,7 +63,8 @@ class OpenAIChatBackend:
     ) -> None:
         self.provider = provider
         self._served_model = served_model
-        headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"} if api_key else {}
+        self._secret = api_key.get_secret_value() if api_key else None
+        headers = {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers=headers,
@@ -96,6 +97,15 @@ class OpenAIChatBackend:
         return body
 
     async def complete(self, request: InferenceRequest) -> Completion:
+        try:
+            return await self._complete(request)
+        except BackendError as exc:
+            if self._secret and self._secret in exc.message:  # a backend that echoes the key back
+                exc.message = exc.message.replace(self._secret, "***")
+                exc.args = (exc.message,)
+            raise
+
+    async def _complete(self, request: InferenceRequest) -> Completion:
         started = time.perf_counter()
         try:
             response = await self._http.post("/chat/completions", json=self.body(request))
@@ -103,6 +113,8 @@ class OpenAIChatBackend:
             raise BackendError("timeout", f"backend timed out: {type(exc).__name__}", retryable=True) from exc
         except httpx.TransportError as exc:
             raise BackendError("backend_unreachable", f"backend unreachable: {exc}", retryable=True) from exc
+        except httpx.RequestError as exc:  # e.g. a body that does not decode with its Content-Encoding
+            raise BackendError("malformed_response", f"backend response unreadable: {exc}", retryable=True) from exc
         latency_ms = (time.perf_counter() - started) * 1000
         if response.status_code >= 400:
             raise _http_error(response)
@@ -140,18 +152,22 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _parse_completion(response: httpx.Response, latency_ms: float) -> Completion:
+    """Read a chat completion defensively: a 200 from a proxy or a broken server may be anything."""
     try:
         payload = response.json()
         choice = payload["choices"][0]
-        usage = payload.get("usage") or {}
+        message, usage = choice["message"], payload.get("usage") or {}
+        content = message.get("content") or ""
+        if not isinstance(content, str) or not isinstance(usage, dict):
+            raise TypeError(f"content is {type(content).__name__}, usage is {type(usage).__name__}")
         return Completion(
-            content=choice["message"].get("content") or "",
+            content=content,
             finish_reason=choice.get("finish_reason") or "stop",
             input_tokens=int(usage.get("prompt_tokens", 0)),
             output_tokens=int(usage.get("completion_tokens", 0)),
             latency_ms=latency_ms,
         )
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+    except (ValueError, LookupError, TypeError, AttributeError) as exc:
         raise BackendError(
             "malformed_response", f"backend answered 200 with a body that is not a chat completion: {exc!r}", retryable=True
         ) from exc

@@ -24,8 +24,11 @@ class DeploymentPause:
     def pause_for(self, seconds: float) -> None:
         self._until = max(self._until, time.monotonic() + seconds)
 
+    def remaining_s(self) -> float:
+        return max(0.0, self._until - time.monotonic())
+
     async def wait(self) -> None:
-        remaining = self._until - time.monotonic()
+        remaining = self.remaining_s()
         if remaining > 0:
             await asyncio.sleep(remaining)
 

@@ -67,9 +67,18 @@ class Deployment:
 async def serve(slip: RoutedRequest, deployment: Deployment, topics: Topics, settings: WorkerSettings, rng: random.Random) -> Outcome:
     request = slip.request
     outcome = Outcome()
+    skipped: ErrorInfo | None = None
     for retry in range(deployment.config.max_retries + 1):
         if _expired(slip):
             return _final(outcome, slip, topics, _deadline_error(slip))
+        paused = deployment.pause.remaining_s()
+        if paused > settings.max_wait_s or paused >= _seconds_left(slip):
+            skipped = ErrorInfo(
+                code="rate_limited",
+                message=f"{deployment.model_id} is paused for {paused:.1f}s more by a 429 Retry-After",
+                retryable=True,
+            )
+            break
         started_at = utcnow()
         try:
             await deployment.pause.wait()
@@ -90,10 +99,13 @@ async def serve(slip: RoutedRequest, deployment: Deployment, topics: Topics, set
                 deployment.pause.pause_for(exc.retry_after_s)
             if not exc.retryable or retry == deployment.config.max_retries:
                 break
-            await asyncio.sleep(backoff_s(retry, settings.backoff_base_s, settings.backoff_max_s, rng, exc.retry_after_s))
+            delay = backoff_s(retry, settings.backoff_base_s, settings.backoff_max_s, rng, exc.retry_after_s)
+            if delay > settings.max_wait_s or delay >= _seconds_left(slip):
+                break  # waiting here would outlast the request: move on along the plan instead
+            await asyncio.sleep(delay)
             continue
         return _answer(outcome, slip, deployment, completion, started_at, topics)
-    return _move_on(outcome, slip, topics)
+    return _move_on(outcome, slip, topics, skipped)
 
 
 def _answer(
@@ -122,14 +134,15 @@ def _answer(
     return _final(outcome, slip, topics, response)
 
 
-def _move_on(outcome: Outcome, slip: RoutedRequest, topics: Topics) -> Outcome:
-    """Retries are spent: forward the slip to the next step of its plan, or give up."""
+def _move_on(outcome: Outcome, slip: RoutedRequest, topics: Topics, skipped: ErrorInfo | None) -> Outcome:
+    """Retries are spent (or the deployment is paused past what the request can wait):
+    forward the slip to the next step of its plan, or give up."""
     next_step = slip.next_step
     if next_step is not None:
         forwarded = slip.model_copy(update={"step": slip.step + 1})
         outcome.messages.append(Publish(topics.model(next_step.model), slip.request.id, forwarded))
         return outcome
-    last = slip.attempts[-1].error if slip.attempts else None
+    last = skipped or (slip.attempts[-1].error if slip.attempts else None)
     error = ErrorInfo(
         code="all_backends_failed",
         message=f"every step of the plan failed ({', '.join(s.model for s in slip.plan)}); last error: "
@@ -155,8 +168,12 @@ def _deadline_error(slip: RoutedRequest) -> InferenceResponse:
 
 
 def _expired(slip: RoutedRequest) -> bool:
+    return _seconds_left(slip) <= 0
+
+
+def _seconds_left(slip: RoutedRequest) -> float:
     deadline = slip.request.deadline
-    return deadline is not None and datetime.now(timezone.utc) >= deadline
+    return float("inf") if deadline is None else (deadline - datetime.now(timezone.utc)).total_seconds()
 
 
 def _ms_since(moment: datetime) -> float:

@@ -62,9 +62,9 @@ class Simulator:
         self.calls += 1
         try:
             body = await request.json()
-            model, messages = str(body["model"]), list(body["messages"])
-            if not messages:
-                raise ValueError("messages is empty")
+            model, messages = str(body["model"]), body["messages"]
+            if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+                raise ValueError("messages must be a non-empty array of objects")
         except Exception as exc:
             return _error(400, f"invalid request body: {exc}", "invalid_request_error", "invalid_request")
         profile = self.settings.profile(model)
@@ -75,7 +75,8 @@ class Simulator:
             return _error(429, f"Rate limit reached for {model}; retry after {retry}s", "requests", "rate_limit_exceeded", {"Retry-After": retry})
         if roll < profile.rate_limit_rate + profile.error_rate:
             return _error(500, "The server had an error while processing your request.", "server_error", "internal_error")
-        return web.json_response(self._completion(model, messages, profile, body.get("max_tokens")))
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))  # the current name first
+        return web.json_response(self._completion(model, messages, profile, limit))
 
     def _latency_s(self, profile: SimulatorProfile) -> float:
         return max(0.0, self.rng.gauss(profile.latency_ms, profile.latency_jitter_ms)) / 1000

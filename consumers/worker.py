@@ -64,6 +64,7 @@ class ModelWorker:
         self.codec = codec or codec_for(settings.kafka)
         self.answered = AnsweredIds(settings.worker.dedup_capacity)
         self.rng = random.Random()
+        self._in_flight: set[str] = set()
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -102,12 +103,17 @@ class ModelWorker:
         except DecodeError as exc:
             headers = dlq_headers(f"invalid_request: {exc}", STAGE, record.topic, record.partition, record.offset)
             return Outcome(dead_letters=[DeadLetter(self.settings.topics.dlq, record.key, record.value or b"", headers)])
-        if slip.request.id in self.answered:
-            log.info("skipping %s: already answered by this replica", slip.request.id)
+        request_id = slip.request.id
+        if request_id in self.answered or request_id in self._in_flight:
+            log.info("skipping %s: already answered or being served by this replica", request_id)
             return Outcome()
-        outcome = await serve(slip, deployment, self.settings.topics, self.settings.worker, self.rng)
+        self._in_flight.add(request_id)
+        try:
+            outcome = await serve(slip, deployment, self.settings.topics, self.settings.worker, self.rng)
+        finally:
+            self._in_flight.discard(request_id)
         if outcome.answered:
-            self.answered.add(slip.request.id)
+            self.answered.add(request_id)
         return outcome
 
 

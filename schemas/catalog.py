@@ -23,6 +23,7 @@ class SchemaCatalog:
 
     def __init__(self) -> None:
         self._by_name: dict[str, dict[str, Any]] = {}
+        self._json_by_name: dict[str, str] = {}
         self._by_fingerprint: dict[bytes, dict[str, Any]] = {}
 
     def register(self, schema: dict[str, Any] | str) -> dict[str, Any]:
@@ -31,9 +32,19 @@ class SchemaCatalog:
         self._by_fingerprint[schema_fingerprint(parsed)] = parsed
         return parsed
 
-    def add_bundled(self, name: str, parsed: dict[str, Any]) -> None:
+    def add_bundled(self, name: str, schema: dict[str, Any]) -> None:
+        """``schema``: self-contained (named types inlined where first used), as written."""
+        parsed = parse_schema(schema)
         self._by_name[name] = parsed
+        self._json_by_name[name] = json.dumps(schema, separators=(",", ":"))
         self._by_fingerprint[schema_fingerprint(parsed)] = parsed
+
+    def registry_json(self, name: str) -> str:
+        """The schema as a registry should store it: self-contained, with its defaults,
+        docs and logical types (the parsing canonical form drops all three, and a
+        registry's compatibility checks need the defaults)."""
+        self.by_name(name)
+        return self._json_by_name[name]
 
     def by_name(self, name: str) -> dict[str, Any]:
         try:
@@ -52,11 +63,6 @@ def schema_fingerprint(parsed: dict[str, Any]) -> bytes:
     """CRC-64-AVRO of the parsing canonical form, as the 8 little-endian bytes the
     Avro single-object encoding carries."""
     return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-
-
-def schema_json(parsed: dict[str, Any]) -> str:
-    """Self-contained JSON text of a schema (named types expanded), as a registry wants it."""
-    return to_parsing_canonical_form(parsed)
 
 
 @cache

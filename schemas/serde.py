@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import ValidationError
 
-from .catalog import SchemaCatalog, bundled_catalog, schema_fingerprint, schema_json
+from .catalog import SchemaCatalog, bundled_catalog, schema_fingerprint
 from .models import AvroRecord
 from .registry import ConfluentRegistryClient, SchemaRegistry
 from .settings import KafkaSettings
@@ -64,7 +64,7 @@ class AvroCodec:
                 self._fingerprints[name] = schema_fingerprint(schema)
             return SINGLE_OBJECT_MAGIC + self._fingerprints[name]
         if name not in self._writer_ids:
-            self._writer_ids[name] = self._registry.register(name, schema_json(schema))
+            self._writer_ids[name] = self._registry.register(name, self._catalog.registry_json(name))
         return CONFLUENT_MAGIC + struct.pack(">I", self._writer_ids[name])
 
     # -- reading ---------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .topics import Topics
 ENV_PREFIX = "TURNOUT_"
 CONFIG_ENV = "TURNOUT_CONFIG"
 _MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_SECRET_KEY = re.compile(r"key|secret|password|token|dsn|credential", re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -73,9 +74,12 @@ class ClickHouseSettings(_Section):
     @field_validator("dsn")
     @classmethod
     def _known_scheme(cls, value: SecretStr) -> SecretStr:
-        scheme = value.get_secret_value().split("://", 1)[0]
+        dsn = value.get_secret_value()
+        scheme = dsn.split("://", 1)[0] if "://" in dsn else None
         if scheme not in {"chdb", "http", "https", "clickhouse", "clickhouses"}:
-            raise ValueError(f"scheme {scheme!r} is not chdb, http(s) or clickhouse(s)")
+            shown = f"scheme {scheme!r}" if scheme and scheme.isalpha() else "a DSN without a known scheme"
+            # never echo the DSN itself: it may hold a password
+            raise ValueError(f"{shown}: expected chdb://dir, http(s)://host:8123 or clickhouse(s)://host")
         return value
 
 
@@ -148,6 +152,9 @@ class WorkerSettings(_Section):
     poll_timeout_ms: int = Field(default=200, ge=1)
     backoff_base_s: float = Field(default=0.2, gt=0)
     backoff_max_s: float = Field(default=10.0, gt=0)
+    max_wait_s: float = Field(
+        default=30.0, gt=0, description="longest a request waits on a Retry-After before moving on along its plan"
+    )
     dedup_capacity: int = Field(default=100_000, ge=0, description="request ids remembered as answered")
 
 
@@ -272,7 +279,8 @@ def format_validation_error(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         key = _dotted(error["loc"])
-        got = "" if error["type"] in {"missing", "value_error"} else f" (got {error.get('input')!r})"
+        quiet = error["type"] in {"missing", "value_error", "extra_forbidden"} or _SECRET_KEY.search(key)
+        got = "" if quiet else f" (got {error.get('input')!r})"  # the value of a mistyped or secret key may be a secret
         message = error["msg"].removeprefix("Value error, ")
         for part in message.split("\n"):
             lines.append(f"  {key + ': ' if key else ''}{part}{got}")

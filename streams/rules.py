@@ -74,7 +74,7 @@ def plan_route(request: InferenceRequest, settings: Settings) -> RoutedRequest |
         return Refusal(ErrorInfo(code="no_route", message="no routing rule matches and there is no catch-all"), signals)
     route = settings.routes[index]
     reason = f"rule {settings.route_name(index)} matched task_type={signals.task_type} input_tokens={signals.input_tokens}"
-    models = [route.model, *(m for m in route.fallback if m != route.model)]
+    models = list(dict.fromkeys([route.model, *route.fallback]))  # a model listed twice is one step
     return _slip(request, settings, signals, settings.route_name(index), models, reason)
 
 

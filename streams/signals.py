@@ -38,7 +38,12 @@ TASK_RULES: tuple[TaskRule, ...] = (
         r"\b(python|javascript|typescript|rust|golang|java|c\+\+|sql|bash)\b",
         r"\bdef \w+\(|\bfunction \w+\(|\bclass \w+[:({]",
     ),
-    _rule("code-review", r"\b(review|refactor|find (the )?bugs?|code smell|lint)\b", r"\bwhat'?s wrong with (this|my) code\b"),
+    _rule(
+        "code-review",
+        r"\b(review|refactor|lint)\b.{0,30}\b(code|function|class|diff|pull request|pr|patch|commit)\b",
+        r"\b(code review|find (the )?bugs?|code smells?)\b",
+        r"\bwhat'?s wrong with (this|my) code\b",
+    ),
     _rule("summarization", r"\b(summari[sz]e|summary|tl;?dr|condense|key points|in (a few|three|two) sentences)\b"),
     _rule("translation", r"\btranslate\b", r"\b(in|into|to) (french|german|spanish|italian|japanese|chinese|portuguese)\b"),
     _rule("extraction", r"\bextract\b", r"\b(pull out|list all) (the )?(names|dates|entities|emails|fields)\b"),
@@ -68,9 +73,11 @@ def classify_task(messages: list[ChatMessage]) -> tuple[str, float]:
 
 
 def _task_text(messages: list[ChatMessage]) -> str:
+    """The last user turn first (patterns anchored at ``^`` see the user's own words),
+    then the system prompts."""
     users = [m.content for m in messages if m.role == "user"]
     systems = [m.content for m in messages if m.role == "system"]
-    return "\n".join(systems + users[-1:])
+    return "\n".join(users[-1:] + systems)
 
 
 def compute_signals(request: InferenceRequest) -> Signals:

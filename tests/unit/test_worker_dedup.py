@@ -1,0 +1,180 @@
+"""ModelWorker._handle: undecodable records go to the DLQ; answered request ids are not served twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from backend_fixtures import FakeRecord, Script, make_backend, make_request, make_slip, ok, status, write_settings
+from turnout.consumers.serving import Deployment
+from turnout.consumers.worker import ModelWorker
+from turnout.schemas.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_STAGE, DLQ_TOPIC
+from turnout.schemas.models import InferenceResponse, RoutedRequest
+from turnout.schemas.settings import Settings, load_settings
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch) -> Settings:
+    for name in [n for n in os.environ if n.upper().startswith("TURNOUT_")]:
+        monkeypatch.delenv(name)  # the TOML below is the whole configuration
+    return load_settings(write_settings(tmp_path))
+
+
+def deployment_for(settings: Settings, script: Script, model_id: str = "a") -> Deployment:
+    config = settings.fleet[model_id]
+    backend = make_backend(script, served_model=config.served_model, provider=config.provider)
+    return Deployment(model_id, config, backend, asyncio.Semaphore(config.concurrency))
+
+
+def record_of(worker: ModelWorker, slip: RoutedRequest, offset: int = 0) -> FakeRecord:
+    return FakeRecord(worker.topic, 2, offset, slip.request.id.encode(), worker.codec.encode(slip))
+
+
+def test_settings_file_is_what_the_worker_sees(settings):
+    assert settings.topics.dlq == "tt.dlq"
+    assert settings.fleet["a"].served_model == "served-a"
+    assert ModelWorker(settings, "a").topic == "tt.model.a"
+
+
+def test_unknown_model_is_refused(settings):
+    with pytest.raises(ValueError, match="not in the fleet"):
+        ModelWorker(settings, "nope")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"definitely not avro", b"", None, b"\xc3\x01\x00\x00\x00\x00\x00\x00\x00\x00garbage", b"\x00\x00\x00\x00\x01abc"],
+    ids=["text", "empty", "tombstone", "unknown-fingerprint", "confluent-without-registry"],
+)
+async def test_undecodable_value_goes_to_the_dlq_with_the_reason(settings, value):
+    script = Script(ok())
+    worker = ModelWorker(settings, "a")
+    deployment = deployment_for(settings, script)
+    record = FakeRecord("tt.model.a", 1, 42, b"some-key", value)
+    try:
+        outcome = await worker._handle(record, deployment)
+    finally:
+        await deployment.backend.aclose()
+
+    assert script.calls == 0
+    assert outcome.messages == [] and outcome.answered is False
+    [dead] = outcome.dead_letters
+    assert dead.topic == "tt.dlq"
+    assert dead.key == b"some-key"
+    assert dead.value == (value or b"")  # passed on as it came
+    headers = dict(dead.headers)
+    assert headers[DLQ_REASON].startswith(b"invalid_request: ")
+    assert len(headers[DLQ_REASON]) > len(b"invalid_request: ")
+    assert headers[DLQ_STAGE] == b"worker"
+    assert (headers[DLQ_TOPIC], headers[DLQ_PARTITION], headers[DLQ_OFFSET]) == (b"tt.model.a", b"1", b"42")
+    assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in dead.headers)  # what aiokafka accepts
+
+
+async def test_a_different_record_type_on_the_model_topic_goes_to_the_dlq(settings):
+    script = Script(ok())
+    worker = ModelWorker(settings, "a")
+    deployment = deployment_for(settings, script)
+    wrong = worker.codec.encode(InferenceResponse(id="x", tenant="t", status="ok"))
+    try:
+        outcome = await worker._handle(FakeRecord("tt.model.a", 0, 7, None, wrong), deployment)
+    finally:
+        await deployment.backend.aclose()
+    assert script.calls == 0
+    [dead] = outcome.dead_letters
+    assert dead.key is None and dead.value == wrong
+    assert dict(dead.headers)[DLQ_REASON].startswith(b"invalid_request: ")
+
+
+async def test_already_answered_request_is_skipped_without_calling_the_backend(settings):
+    script = Script(ok())
+    worker = ModelWorker(settings, "a")
+    deployment = deployment_for(settings, script)
+    slip = make_slip(make_request(id="seen-before"))
+    worker.answered.add("seen-before")
+    try:
+        outcome = await worker._handle(record_of(worker, slip), deployment)
+    finally:
+        await deployment.backend.aclose()
+    assert script.calls == 0
+    assert outcome.messages == [] and outcome.dead_letters == [] and outcome.answered is False
+
+
+async def test_redelivery_after_an_answer_is_not_served_or_billed_twice(settings):
+    script = Script(ok(content="once"))
+    worker = ModelWorker(settings, "a")
+    deployment = deployment_for(settings, script)
+    slip = make_slip(make_request(id="r-redelivered"))
+    try:
+        first = await worker._handle(record_of(worker, slip, offset=5), deployment)
+        again = await worker._handle(record_of(worker, slip, offset=5), deployment)
+    finally:
+        await deployment.backend.aclose()
+    assert script.calls == 1
+    assert first.answered and "r-redelivered" in worker.answered
+    assert [m.record.content for m in first.messages if m.topic == "tt.responses"] == ["once"]
+    assert again.messages == [] and again.answered is False
+
+
+async def test_other_requests_are_still_served(settings):
+    script = Script(ok())
+    worker = ModelWorker(settings, "a")
+    deployment = deployment_for(settings, script)
+    worker.answered.add("r-1")
+    try:
+        outcome = await worker._handle(record_of(worker, make_slip(make_request(id="r-2"))), deployment)
+    finally:
+        await deployment.backend.aclose()
+    assert script.calls == 1 and outcome.answered
+    assert "r-2" in worker.answered
+
+
+async def test_a_forwarded_request_is_not_remembered_as_answered(settings):
+    # the slip moved on to "b": a redelivery here must not be mistaken for an answer
+    script = Script(status(500))
+    worker = ModelWorker(settings, "a")
+    deployment = deployment_for(settings, script)
+    slip = make_slip(make_request(id="r-forwarded"))
+    try:
+        outcome = await worker._handle(record_of(worker, slip), deployment)
+    finally:
+        await deployment.backend.aclose()
+    assert script.calls == settings.fleet["a"].max_retries + 1
+    assert not outcome.answered
+    assert [m.topic for m in outcome.messages if m.topic.startswith("tt.model.")] == ["tt.model.b"]
+    assert "r-forwarded" not in worker.answered
+
+
+async def test_a_bad_record_does_not_stop_the_good_ones_in_its_batch(settings):
+    script = Script(ok(), yields=True)
+    worker = ModelWorker(settings, "a")
+    deployment = deployment_for(settings, script)
+    records = [
+        record_of(worker, make_slip(make_request(id="good-1")), offset=0),
+        FakeRecord(worker.topic, 0, 1, None, b"junk"),
+        record_of(worker, make_slip(make_request(id="good-2")), offset=2),
+    ]
+    try:
+        outcomes = await asyncio.gather(*(worker._handle(r, deployment) for r in records))
+    finally:
+        await deployment.backend.aclose()
+    assert [o.answered for o in outcomes] == [True, False, True]
+    assert [len(o.dead_letters) for o in outcomes] == [0, 1, 0]
+    assert script.calls == 2
+
+
+async def test_duplicate_in_the_same_batch_is_served_once(settings):
+    script = Script(ok(), yields=True)
+    worker = ModelWorker(settings, "a")
+    deployment = deployment_for(settings, script)
+    slip = make_slip(make_request(id="dup"))
+    try:
+        outcomes = await asyncio.gather(
+            worker._handle(record_of(worker, slip, offset=10), deployment),
+            worker._handle(record_of(worker, slip, offset=11), deployment),
+        )
+    finally:
+        await deployment.backend.aclose()
+    assert script.calls == 1
+    assert sum(o.answered for o in outcomes) == 1
