@@ -158,3 +158,28 @@ async def test_every_outcome_lands_in_clickhouse_once(stack):
         f"SELECT count() FROM {db}.routing_events FINAL WHERE kind = 'attempt' AND model = 'flaky' AND status = 'error'"
     ).result_rows[0][0]
     assert fallback_attempts == 2  # max_retries = 1: two failed calls before moving to the fallback
+
+
+def test_turnout_report_prints_per_model_and_per_route_figures(stack, monkeypatch):
+    """After the previous test stopped the sink, the CLI reads the same store."""
+    import json
+
+    from click.testing import CliRunner
+
+    from turnout.cli import cli
+
+    for key, value in stack.env.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(cli, ["report", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    by_model = {row["model"]: row for row in report["by model"]}
+    answered = [r for r in SEEN.values() if r.status == "ok"]
+    assert sum(row["requests"] for row in by_model.values()) == len(answered)
+    assert by_model["flaky"]["failed_attempts"] == 2 and by_model["flaky"]["requests"] == 0
+    assert by_model["medium"]["cost_usd"] == pytest.approx(sum(r.cost_usd for r in answered if r.model == "medium"), rel=1e-6, abs=1e-6)
+    routes = {row["route"]: row for row in report["by route"]}
+    assert routes["always-failing-primary"]["fell_back"] == 1
+    assert {"code", "default", "pinned"} <= set(routes)
+    rejections = {row["error_kind"]: row["rejected"] for row in report["rejections"]}
+    assert rejections == {"invalid_request": 1, "unknown_model": 1}  # the garbage message and the unknown model
