@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from turnout.schemas.kafka import client_options, producer_options
+from turnout.schemas.kafka import consumer_options, producer_options
 from turnout.schemas.models import ChatMessage, InferenceRequest, InferenceResponse
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import KafkaSettings
@@ -42,7 +42,7 @@ class TurnoutClient:
         self.codec = codec or codec_for(kafka)
         self._producer = AIOKafkaProducer(**producer_options(kafka, "client"))
         # No group: every client sees every response on its reply topic, from the end.
-        self._consumer = AIOKafkaConsumer(self.reply_topic, auto_offset_reset="latest", **client_options(kafka, "client"))
+        self._consumer = AIOKafkaConsumer(self.reply_topic, **{**consumer_options(kafka, "client", None), "auto_offset_reset": "latest"})
         self._waiting: dict[str, asyncio.Future[InferenceResponse]] = {}
         self._reader: asyncio.Task | None = None
 

@@ -25,7 +25,12 @@ def client_options(kafka: KafkaSettings, role: str) -> dict[str, Any]:
 
 def consumer_options(kafka: KafkaSettings, role: str, group_id: str | None) -> dict[str, Any]:
     """A consumer in ``group_id`` that commits explicitly, after its outputs are acknowledged."""
-    options = {**client_options(kafka, role), "auto_offset_reset": "earliest", "enable_auto_commit": False}
+    options = {
+        **client_options(kafka, role),
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": False,
+        "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
+    }
     if group_id is not None:
         options |= {
             "group_id": group_id,

@@ -48,6 +48,12 @@ class KafkaSettings(_Section):
         default=10_000, ge=1_000, description="consumer-group session; a new group's first join waits about half of it on Tansu"
     )
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=30_000,
+        description="longest a fetch waits for data; Tansu answers only when it expires, so it bounds consumer latency",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> KafkaSettings:

@@ -20,13 +20,15 @@ from turnout.schemas.serde import codec_for
 from turnout.schemas.settings import Settings
 
 from .handling import Outgoing, Source, route_message
+from .transport import RouterApp
 
 log = logging.getLogger("turnout.router")
 
 
 def create_app(settings: Settings) -> faust.App:
-    app = faust.App(
+    app = RouterApp(
         settings.router.group_id,
+        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
         broker_client_id=f"{settings.kafka.client_id}-router",
         key_serializer="raw",
