@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import httpx
 from pydantic import SecretStr
 
-from turnout.schemas.models import InferenceRequest
+from turnout.schemas.models import ChatMessage, InferenceRequest
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class OpenAIChatBackend:
     def body(self, request: InferenceRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self._served_model,
-            "messages": [m.model_dump(exclude_none=True) for m in request.messages],
+            "messages": [_openai_message(m) for m in request.messages],
         }
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
@@ -119,6 +119,18 @@ class OpenAIChatBackend:
         if response.status_code >= 400:
             raise _http_error(response)
         return _parse_completion(response, latency_ms)
+
+
+def _openai_message(message: ChatMessage) -> dict[str, Any]:
+    """A turn in the OpenAI format; a turn with images becomes a list of content parts."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.images:
+        out["content"] = [{"type": "text", "text": message.content}] + [
+            {"type": "image_url", "image_url": {"url": url}} for url in message.images
+        ]
+    if message.name is not None:
+        out["name"] = message.name
+    return out
 
 
 def _http_error(response: httpx.Response) -> BackendError:

@@ -117,6 +117,12 @@ def _answer(
         Publish(topics.events, slip.request.id, attempt_event(slip, attempt, len(slip.attempts), completion.input_tokens, completion.output_tokens, cost))
     )
     slip = slip.model_copy(update={"attempts": [*slip.attempts, attempt]})
+    if completion.finish_reason == "length":  # cut off: the plan may say to escalate (the cascade)
+        escalation = slip.escalation_for("truncated")
+        if escalation is not None:
+            forwarded = slip.model_copy(update={"step": slip.step_index(escalation)})
+            outcome.messages.append(Publish(topics.model(escalation.model), slip.request.id, forwarded))
+            return outcome
     response = InferenceResponse(
         id=slip.request.id,
         tenant=slip.request.tenant,
@@ -139,7 +145,7 @@ def _move_on(outcome: Outcome, slip: RoutedRequest, topics: Topics, skipped: Err
     forward the slip to the next step of its plan, or give up."""
     next_step = slip.next_step
     if next_step is not None:
-        forwarded = slip.model_copy(update={"step": slip.step + 1})
+        forwarded = slip.model_copy(update={"step": slip.step_index(next_step)})
         outcome.messages.append(Publish(topics.model(next_step.model), slip.request.id, forwarded))
         return outcome
     last = skipped or (slip.attempts[-1].error if slip.attempts else None)
@@ -153,7 +159,8 @@ def _move_on(outcome: Outcome, slip: RoutedRequest, topics: Topics, skipped: Err
 
 
 def _final(outcome: Outcome, slip: RoutedRequest, topics: Topics, response: InferenceResponse) -> Outcome:
-    outcome.messages.append(Publish(slip.request.reply_topic or topics.responses, slip.request.id, response))
+    if not slip.shadow:  # a shadow copy is served and recorded, never returned
+        outcome.messages.append(Publish(slip.request.reply_topic or topics.responses, slip.request.id, response))
     outcome.messages.append(Publish(topics.events, slip.request.id, final_event(slip, response)))
     outcome.answered = True
     return outcome

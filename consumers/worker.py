@@ -103,7 +103,7 @@ class ModelWorker:
         except DecodeError as exc:
             headers = dlq_headers(f"invalid_request: {exc}", STAGE, record.topic, record.partition, record.offset)
             return Outcome(dead_letters=[DeadLetter(self.settings.topics.dlq, record.key, record.value or b"", headers)])
-        request_id = slip.request.id
+        request_id = f"{slip.request.id}:shadow" if slip.shadow else slip.request.id  # a shadow copy is its own job
         if request_id in self.answered or request_id in self._in_flight:
             log.info("skipping %s: already answered or being served by this replica", request_id)
             return Outcome()

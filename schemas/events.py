@@ -11,20 +11,33 @@ from __future__ import annotations
 from .models import Attempt, ErrorInfo, InferenceResponse, RoutedRequest, RoutingEvent, RoutingMeta
 
 
-def decision_event(slip: RoutedRequest) -> RoutingEvent:
+def _slip_fields(slip: RoutedRequest, kind: str, attempt: int = 0) -> dict:
+    """What every event about a routed request says: who, which route, which policy,
+    what the router read from the content."""
     signals = slip.decision.signals
+    return {
+        "event_id": RoutingEvent.make_id(slip.request.id, kind, attempt, slip.shadow),
+        "request_id": slip.request.id,
+        "tenant": slip.request.tenant,
+        "kind": kind,
+        "route": slip.decision.route,
+        "policy_version": slip.policy_version,
+        "task_type": signals.task_type,
+        "fallback_depth": slip.step,
+        "shadow": slip.shadow,
+        "language": signals.language,
+        "complexity": signals.complexity,
+        "sensitive_kinds": signals.sensitive_kinds,
+    }
+
+
+def decision_event(slip: RoutedRequest) -> RoutingEvent:
     return RoutingEvent(
-        event_id=RoutingEvent.make_id(slip.request.id, "decision"),
-        request_id=slip.request.id,
-        tenant=slip.request.tenant,
-        kind="decision",
+        **_slip_fields(slip, "decision"),
         ts=slip.routed_at,
-        route=slip.decision.route,
-        model=slip.decision.model,
-        policy_version=slip.policy_version,
-        task_type=signals.task_type,
+        model=slip.current.model,
         status="routed",
-        input_tokens=signals.input_tokens,
+        input_tokens=slip.decision.signals.input_tokens,
         detail=slip.decision.reason,
     )
 
@@ -46,16 +59,10 @@ def rejected_event(request_id: str, tenant: str, error: ErrorInfo, policy_versio
 def attempt_event(slip: RoutedRequest, attempt: Attempt, number: int, usage_in: int, usage_out: int, cost: float) -> RoutingEvent:
     """``number`` counts attempts across the whole plan, so each has its own row."""
     return RoutingEvent(
-        event_id=RoutingEvent.make_id(slip.request.id, "attempt", number),
-        request_id=slip.request.id,
-        tenant=slip.request.tenant,
-        kind="attempt",
+        **_slip_fields(slip, "attempt", number),
         ts=attempt.started_at,
-        route=slip.decision.route,
         model=attempt.model,
         provider=attempt.provider,
-        policy_version=slip.policy_version,
-        task_type=slip.decision.signals.task_type,
         status=attempt.status,
         error_kind=attempt.error.code if attempt.error else "",
         input_tokens=usage_in,
@@ -63,7 +70,6 @@ def attempt_event(slip: RoutedRequest, attempt: Attempt, number: int, usage_in: 
         cost_usd=cost,
         latency_ms=attempt.latency_ms,
         attempt=number,
-        fallback_depth=slip.step,
         detail=attempt.error.message[:1000] if attempt.error else "",
     )
 
@@ -72,16 +78,10 @@ def final_event(slip: RoutedRequest, response: InferenceResponse) -> RoutingEven
     kind = "completion" if response.status == "ok" else "failure"
     usage = response.usage
     return RoutingEvent(
-        event_id=RoutingEvent.make_id(slip.request.id, kind),
-        request_id=slip.request.id,
-        tenant=slip.request.tenant,
-        kind=kind,
+        **_slip_fields(slip, kind),
         ts=response.created_at,
-        route=slip.decision.route,
         model=response.model or "",
         provider=response.provider or "",
-        policy_version=slip.policy_version,
-        task_type=slip.decision.signals.task_type,
         status=response.status,
         error_kind=response.error.code if response.error else "",
         input_tokens=usage.input_tokens if usage else 0,
@@ -89,7 +89,6 @@ def final_event(slip: RoutedRequest, response: InferenceResponse) -> RoutingEven
         cost_usd=response.cost_usd,
         latency_ms=response.latency_ms,
         attempt=len(slip.attempts),
-        fallback_depth=slip.step,
         detail=response.error.message[:1000] if response.error else "",
     )
 

@@ -35,6 +35,7 @@ class ChatMessage(AvroRecord):
     role: Role
     content: str
     name: str | None = None
+    images: list[str] = Field(default_factory=list)
 
 
 class ErrorInfo(AvroRecord):
@@ -70,12 +71,19 @@ class Signals(AvroRecord):
     input_tokens: int
     token_method: str
     turns: int
+    language: str = "und"
+    language_confidence: float = 0.0
+    expected_output_tokens: int = 0
+    complexity: float = 0.0
+    capabilities: list[str] = Field(default_factory=list)
+    sensitive_kinds: list[str] = Field(default_factory=list)
 
 
 class PlanStep(AvroRecord):
     avro_name: ClassVar[str] = "turnout.PlanStep"
     model: str
     role: Literal["primary", "fallback", "escalation"]
+    when: list[str] = Field(default_factory=list)
 
 
 class Attempt(AvroRecord):
@@ -107,6 +115,7 @@ class RoutedRequest(AvroRecord):
     attempts: list[Attempt] = Field(default_factory=list)
     policy_version: str
     routed_at: datetime = Field(default_factory=utcnow)
+    shadow: bool = False
 
     @property
     def current(self) -> PlanStep:
@@ -114,7 +123,16 @@ class RoutedRequest(AvroRecord):
 
     @property
     def next_step(self) -> PlanStep | None:
-        return self.plan[self.step + 1] if self.step + 1 < len(self.plan) else None
+        """The next fallback: where the request goes when this step fails. Escalation
+        steps are skipped; they are taken only on their triggers."""
+        return next((s for s in self.plan[self.step + 1 :] if s.role == "fallback"), None)
+
+    def step_index(self, step: PlanStep) -> int:
+        return self.plan.index(step)
+
+    def escalation_for(self, trigger: str) -> PlanStep | None:
+        """The escalation step taken when ``trigger`` happens on the current step."""
+        return next((s for s in self.plan[self.step + 1 :] if s.role == "escalation" and trigger in s.when), None)
 
 
 class Usage(AvroRecord):
@@ -175,8 +193,13 @@ class RoutingEvent(AvroRecord):
     attempt: int = 0
     fallback_depth: int = 0
     detail: str = ""
+    shadow: bool = False
+    language: str = ""
+    complexity: float = 0.0
+    sensitive_kinds: list[str] = Field(default_factory=list)
 
     @staticmethod
-    def make_id(request_id: str, kind: str, attempt: int = 0) -> str:
-        """Deterministic id: a redelivered event replaces its first copy downstream."""
-        return f"{request_id}:{kind}:{attempt}"
+    def make_id(request_id: str, kind: str, attempt: int = 0, shadow: bool = False) -> str:
+        """Deterministic id: a redelivered event replaces its first copy downstream,
+        while a shadow copy's events stay apart from the primary's."""
+        return f"{request_id}:{'shadow:' if shadow else ''}{kind}:{attempt}"

@@ -16,10 +16,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from .fleet import ModelDeployment
+from .policy import Policy, Route, RouteMatch, TenantPolicy, TokenRange
+from .section import Section
 from .topics import Topics
+
+__all__ = ["ModelDeployment", "Route", "RouteMatch", "TenantPolicy", "TokenRange", "Settings", "load_settings"]
 
 ENV_PREFIX = "TURNOUT_"
 CONFIG_ENV = "TURNOUT_CONFIG"
@@ -31,8 +36,7 @@ class ConfigError(ValueError):
     """Configuration that cannot run; the message lists every bad key."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Section = Section
 
 
 class KafkaSettings(_Section):
@@ -87,62 +91,6 @@ class ClickHouseSettings(_Section):
             # never echo the DSN itself: it may hold a password
             raise ValueError(f"{shown}: expected chdb://dir, http(s)://host:8123 or clickhouse(s)://host")
         return value
-
-
-class ModelDeployment(_Section):
-    """One model deployment in the fleet catalogue."""
-
-    provider: str = Field(default="openai-compatible", description="who serves it: openai, vllm, simulated, …")
-    base_url: str | None = Field(
-        default=None, description="OpenAI-compatible base URL ending in /v1; unset for provider 'simulated'"
-    )
-    served_model: str = Field(description="the model name sent to the backend")
-    api_key: SecretStr | None = None
-    api_key_env: str | None = Field(default=None, description="environment variable holding the API key")
-    concurrency: int = Field(default=8, ge=1, le=1024)
-    timeout_s: float = Field(default=30.0, gt=0)
-    max_retries: int = Field(default=2, ge=0, le=10)
-    price_input_per_mtok: float = Field(default=0.0, ge=0, description="USD per million input tokens")
-    price_output_per_mtok: float = Field(default=0.0, ge=0, description="USD per million output tokens")
-
-    @model_validator(mode="after")
-    def _needs_url(self) -> ModelDeployment:
-        if self.base_url is None and self.provider != "simulated":
-            raise ValueError(f"base_url is required for provider {self.provider!r}")
-        return self
-
-    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok) / 1e6
-
-
-class TokenRange(_Section):
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> TokenRange:
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
-        return self
-
-    def contains(self, value: int) -> bool:
-        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
-
-
-class RouteMatch(_Section):
-    """All given conditions must hold; an absent condition matches anything."""
-
-    task_type: str | list[str] | None = None
-    input_tokens: TokenRange | None = None
-    tenant: str | list[str] | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-
-
-class Route(_Section):
-    name: str | None = Field(default=None, description="defaults to route-<index>")
-    match: RouteMatch | None = Field(default=None, description="absent: the catch-all")
-    model: str
-    fallback: list[str] = Field(default_factory=list)
 
 
 class RouterSettings(_Section):
@@ -202,7 +150,9 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     fleet: dict[str, ModelDeployment]
-    routes: list[Route] = Field(min_length=1)
+    routes: list[Route] = Field(min_length=1, description="the initial policy's routes")
+    tenants: dict[str, TenantPolicy] = Field(default_factory=dict, description="the initial policy's tenants")
+    default_tenant: TenantPolicy = TenantPolicy()
     router: RouterSettings = RouterSettings()
     worker: WorkerSettings = WorkerSettings()
     sink: SinkSettings = SinkSettings()
@@ -231,13 +181,7 @@ class Settings(BaseSettings):
         for model_id in self.fleet:
             if not _MODEL_ID.match(model_id):
                 problems.append(f"fleet.{model_id}: model ids are lower-case letters, digits, '-' and '_'")
-        known = ", ".join(sorted(self.fleet))
-        for i, route in enumerate(self.routes):
-            for where, ref in [("model", route.model), *((f"fallback[{j}]", m) for j, m in enumerate(route.fallback))]:
-                if ref not in self.fleet:
-                    problems.append(f"routes[{i}].{where}: unknown model {ref!r} (fleet has: {known})")
-        if not any(route.match is None for route in self.routes):
-            problems.append("routes: no catch-all route (a [[routes]] entry without 'match') to serve what no rule matches")
+        problems += self.policy.problems(set(self.fleet))
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -245,6 +189,14 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.kafka.topic_prefix)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy this configuration starts with (a published version may replace it).
+        Built from validated parts, so it is constructed without validating again."""
+        return Policy.model_construct(
+            version=self.router.policy_version, routes=self.routes, tenants=self.tenants, default_tenant=self.default_tenant
+        )
 
     def route_name(self, index: int) -> str:
         return self.routes[index].name or f"route-{index}"

@@ -20,6 +20,7 @@ from turnout.schemas.serde import codec_for
 from turnout.schemas.settings import Settings
 
 from .handling import Outgoing, Source, route_message
+from .rules import context_from
 from .transport import RouterApp
 
 log = logging.getLogger("turnout.router")
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> faust.App:
         datadir=tempfile.mkdtemp(prefix="turnout-router-"),
     )
     codec = codec_for(settings.kafka)
+    ctx = context_from(settings)
     requests = app.topic(settings.topics.requests, key_type=bytes, value_type=bytes)
 
     @app.agent(requests, name="route")
@@ -55,7 +57,7 @@ def create_app(settings: Settings) -> faust.App:
                 message = event.message
                 try:
                     outgoing = route_message(
-                        event.key, event.value, Source(message.topic, message.partition, message.offset), codec, settings
+                        event.key, event.value, Source(message.topic, message.partition, message.offset), codec, settings, ctx
                     )
                 except Exception:  # a bug must not stop the pipeline: log it and dead-letter the message
                     log.exception("routing failed for %s[%s]@%s", message.topic, message.partition, message.offset)

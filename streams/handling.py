@@ -14,7 +14,8 @@ from turnout.schemas.models import ErrorInfo, InferenceRequest
 from turnout.schemas.serde import AvroCodec, DecodeError
 from turnout.schemas.settings import Settings
 
-from .rules import Refusal, plan_route
+from .engine import Context
+from .rules import context_from, decide
 
 STAGE = "router"
 
@@ -36,7 +37,9 @@ class Source:
     offset: int
 
 
-def route_message(key: bytes | None, value: bytes | None, source: Source, codec: AvroCodec, settings: Settings) -> list[Outgoing]:
+def route_message(
+    key: bytes | None, value: bytes | None, source: Source, codec: AvroCodec, settings: Settings, ctx: Context | None = None
+) -> list[Outgoing]:
     """Route one message from the requests topic.
 
     Good requests go to their primary model's topic with a decision event. Bad ones go
@@ -50,15 +53,16 @@ def route_message(key: bytes | None, value: bytes | None, source: Source, codec:
     except DecodeError as exc:
         request_id = key.decode("utf-8", "replace") if key else ""
         return _reject(request_id, "", None, ErrorInfo(code="invalid_request", message=str(exc)), key, value, source, codec, settings)
-    outcome = plan_route(request, settings)
-    if isinstance(outcome, Refusal):
-        task = outcome.signals.task_type if outcome.signals else ""
-        return _reject(request.id, request.tenant, request.reply_topic, outcome.error, key, value, source, codec, settings, task)
-    slip = outcome
-    return [
-        Outgoing(topics.model(slip.current.model), request.id.encode(), codec.encode(slip)),
-        Outgoing(topics.events, request.id.encode(), codec.encode(decision_event(slip))),
-    ]
+    decision = decide(request, ctx or context_from(settings), settings.router.default_deadline_s)
+    if decision.slip is None:
+        error = decision.selection.refusal
+        return _reject(request.id, request.tenant, request.reply_topic, error, key, value, source, codec, settings, decision.signals.task_type)  # type: ignore[arg-type]
+    key_out = request.id.encode()
+    out = []
+    for slip in (decision.slip, *decision.shadows):
+        out.append(Outgoing(topics.model(slip.current.model), key_out, codec.encode(slip)))
+        out.append(Outgoing(topics.events, key_out, codec.encode(decision_event(slip))))
+    return out
 
 
 def _reject(

@@ -80,7 +80,7 @@ def _task_text(messages: list[ChatMessage]) -> str:
     return "\n".join(users[-1:] + systems)
 
 
-def compute_signals(request: InferenceRequest) -> Signals:
+def compute_signals(request: InferenceRequest, fleet: object = None) -> Signals:
     task_type, confidence = classify_task(request.messages)
     return Signals(
         task_type=task_type,

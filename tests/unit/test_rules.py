@@ -129,7 +129,7 @@ def test_rule_match_builds_primary_then_fallbacks() -> None:
     assert slip.step == 0 and slip.current.model == "medium" and slip.next_step.model == "large"
     assert slip.attempts == []
     assert slip.decision.signals == compute_signals(request)
-    assert slip.decision.reason.startswith("rule code matched task_type=code-generation input_tokens=")
+    assert slip.decision.reason.startswith("route code: medium (the route's model); task_type=code-generation input_tokens=")
     assert str(slip.decision.signals.input_tokens) in slip.decision.reason
 
 
@@ -183,9 +183,17 @@ def test_plan_drops_the_primary_from_its_fallbacks() -> None:
 
 
 def test_route_without_fallbacks_has_a_single_step() -> None:
-    slip = routed(plan_route(make_request(PLAIN), make_settings(routes=[{"model": "large"}])))
+    settings = make_settings(routes=[{"model": "large", "max_fallbacks": 0}])
+    slip = routed(plan_route(make_request(PLAIN), settings))
     assert [(s.model, s.role) for s in slip.plan] == [("large", "primary")]
     assert slip.next_step is None
+
+
+def test_route_without_listed_fallbacks_falls_back_to_the_next_ranked() -> None:
+    slip = routed(plan_route(make_request(PLAIN), make_settings(routes=[{"model": "large"}])))
+    assert slip.plan[0].model == "large"
+    assert [s.role for s in slip.plan[1:]] == ["fallback"] * (len(slip.plan) - 1)
+    assert "large" not in [s.model for s in slip.plan[1:]] and len(slip.plan) >= 2
 
 
 def test_plan_has_no_duplicate_steps() -> None:
@@ -200,7 +208,7 @@ def test_pinned_model_bypasses_the_rules() -> None:
     assert slip.decision.route == "pinned"
     assert slip.decision.model == "large"
     assert [(s.model, s.role) for s in slip.plan] == [("large", "primary")]
-    assert slip.decision.reason == "caller pinned large"
+    assert slip.decision.reason.startswith("route pinned: large (pinned by the caller)")
     assert slip.decision.signals.task_type == "code-generation"  # still computed for analytics
 
 
