@@ -149,12 +149,12 @@ def _hard_filter(pool: list[str], signals: Signals, fleet: Mapping[str, ModelDep
     for model in pool:
         d = fleet[model]
         missing = sorted(set(signals.capabilities) - set(d.capabilities))
-        if missing:
+        if blocked:  # the request may go nowhere: say so whatever else is true of the model
+            dropped[model] = Candidate(model, False, "policy", f"prompt holds {', '.join(blocked)} ({key}.sensitive.{blocked[0]} = block)")
+        elif missing:
             dropped[model] = Candidate(model, False, "capability", f"lacks {', '.join(missing)}")
         elif needed > d.context_window:
             dropped[model] = Candidate(model, False, "capability", f"context window {d.context_window} < {needed} tokens needed")
-        elif blocked:
-            dropped[model] = Candidate(model, False, "policy", f"prompt holds {', '.join(blocked)} ({key}.sensitive.{blocked[0]} = block)")
         elif tenant.allow_models is not None and model not in tenant.allow_models:
             dropped[model] = Candidate(model, False, "policy", f"not in {key}.allow_models")
         elif model in tenant.deny_models:

@@ -1,0 +1,110 @@
+"""Properties of selection over generated fleets, tenants and requests (hypothesis):
+sensitive data never lands where its tenant's policy forbids, and every plan step can
+serve the request."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from turnout.schemas.fleet import CAPABILITIES, ModelDeployment
+from turnout.schemas.models import ChatMessage, InferenceRequest, Signals
+from turnout.schemas.policy import SENSITIVE_KINDS, Policy, Route, TenantPolicy, Weights
+from turnout.streams.engine import Context, Health, select
+
+REGIONS = ["eu-west-1", "us-east-1", "eu-onprem", "local"]
+NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
+
+deployments = st.builds(
+    ModelDeployment,
+    provider=st.just("simulated"),
+    served_model=st.just("m"),
+    region=st.sampled_from(REGIONS),
+    on_prem=st.booleans(),
+    capabilities=st.frozensets(st.sampled_from(CAPABILITIES)),
+    context_window=st.integers(1_000, 200_000),
+    quality_tier=st.integers(1, 5),
+    typical_latency_ms=st.floats(50, 5_000),
+    price_input_per_mtok=st.floats(0, 20),
+    price_output_per_mtok=st.floats(0, 60),
+)
+fleets = st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e", "f"]), deployments, min_size=1, max_size=6)
+tenant_policies = st.builds(
+    TenantPolicy,
+    regions=st.none() | st.lists(st.sampled_from(REGIONS), min_size=1, unique=True),
+    sensitive=st.dictionaries(st.sampled_from(SENSITIVE_KINDS), st.sampled_from(["allow", "on_prem", "block"])),
+    deny_models=st.lists(st.sampled_from(["a", "b", "c"]), unique=True),
+    latency_target_ms=st.none() | st.floats(100, 3_000),
+    max_escalations=st.integers(0, 2),
+)
+objectives = st.sampled_from(["cost", "latency", "quality"]) | st.builds(Weights, cost=st.floats(0.1, 1), latency=st.floats(0, 1), quality=st.floats(0, 1))
+signal_sets = st.builds(
+    Signals,
+    task_type=st.just("question-answering"),
+    task_confidence=st.just(0.5),
+    task_method=st.just("t"),
+    input_tokens=st.integers(1, 150_000),
+    token_method=st.just("t"),
+    turns=st.just(1),
+    expected_output_tokens=st.integers(0, 4_000),
+    capabilities=st.lists(st.sampled_from(CAPABILITIES), unique=True),
+    sensitive_kinds=st.lists(st.sampled_from(SENSITIVE_KINDS), unique=True),
+)
+
+
+@st.composite
+def scenarios(draw):
+    fleet = draw(fleets)
+    names = sorted(fleet)
+    route = Route(
+        name="r",
+        objective=draw(objectives),
+        model=draw(st.none() | st.sampled_from(names)),
+        shadow=draw(st.lists(st.sampled_from(names), unique=True, max_size=2)),
+        escalate_to=draw(st.none() | st.just("auto") | st.sampled_from(names)),
+        ab=draw(st.dictionaries(st.sampled_from(names), st.floats(0.1, 5), max_size=2)),
+    )
+    tenant = draw(tenant_policies)
+    health = draw(st.dictionaries(st.sampled_from(names), st.builds(Health, breaker_open=st.booleans(), backlog=st.integers(0, 10_000))))
+    ctx = Context(fleet=fleet, policy=Policy(version="p", routes=[route], tenants={"t": tenant}), health=health)
+    pinned = draw(st.none() | st.sampled_from(names))
+    request = InferenceRequest(id=draw(st.text(min_size=1, max_size=8)), tenant="t", messages=[ChatMessage(role="user", content="x")], created_at=NOW, model=pinned)
+    return ctx, tenant, request, draw(signal_sets)
+
+
+def served_models(selection) -> list[str]:
+    return [step.model for step in selection.plan] + list(selection.shadows)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_sensitive_data_never_goes_where_the_tenant_forbids(scenario):
+    ctx, tenant, request, signals = scenario
+    selection = select(request, signals, ctx, now=NOW)
+    rules = {tenant.sensitive.get(kind, "allow") for kind in signals.sensitive_kinds}
+    if "block" in rules:
+        assert selection.plan == [] and selection.shadows == [] and selection.refusal.code == "policy_refused"
+    for model in served_models(selection):
+        deployment = ctx.fleet[model]
+        if "on_prem" in rules:
+            assert deployment.on_prem, f"{model} is not on-prem but the prompt holds on-prem-only data"
+        if tenant.regions is not None:
+            assert deployment.region in tenant.regions
+        assert model not in tenant.deny_models
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_every_step_of_every_plan_can_serve_the_request(scenario):
+    ctx, _, request, signals = scenario
+    selection = select(request, signals, ctx, now=NOW)
+    assert (selection.refusal is None) == bool(selection.plan)
+    for model in served_models(selection):
+        deployment = ctx.fleet[model]
+        assert set(signals.capabilities) <= set(deployment.capabilities)
+        assert signals.input_tokens + signals.expected_output_tokens <= deployment.context_window
+    steps = [step.model for step in selection.plan]
+    assert len(steps) == len(set(steps)), "no model twice in a plan"
+    assert sorted(c.model for c in selection.candidates) == sorted({request.model} if request.model else set(ctx.fleet))
