@@ -176,6 +176,55 @@ def demo(config: str | None, prompts: str | None, timeout_s: float) -> None:
     sys.exit(0 if ok else 1)
 
 
+@cli.group()
+def route() -> None:
+    """Inspect routing decisions."""
+
+
+@route.command("explain")
+@config_option
+@click.argument("prompt", required=False)
+@click.option("--tenant", default="default", show_default=True, help="tenant whose policy applies")
+@click.option("--model", default=None, help="pin a model, as a request may")
+@click.option("--file", "jsonl", type=click.File("r"), default=None, help="JSONL of {prompt, tenant?} or full requests ('-' for stdin)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+def route_explain(config: str | None, prompt: str | None, tenant: str, model: str | None, jsonl, as_json: bool) -> None:
+    """Show every signal, every candidate kept or dropped with its reason, and the plan.
+
+    With --file, print one JSON decision per line of the file.
+    """
+    from turnout.producers.client import new_request
+    from turnout.streams.explain import explain, request_from_line
+    from turnout.streams.rules import context_from, decide
+
+    from .render import print_explanation
+
+    settings = _settings(config)
+    ctx = context_from(settings)
+    deadline_s = settings.router.default_deadline_s
+    if jsonl is not None:
+        for number, line in enumerate(jsonl, start=1):
+            if not line.strip():
+                continue
+            try:
+                request = request_from_line(line, number, tenant)
+            except ValueError as exc:
+                click.echo(json.dumps({"line": number, "error": str(exc)}))
+                continue
+            click.echo(json.dumps(explain(request, decide(request, ctx, deadline_s), ctx.policy.version), default=str))
+        return
+    if prompt is None:
+        raise click.UsageError("give a PROMPT or --file FILE")
+    request = new_request(prompt, tenant, model=model)
+    explanation = explain(request, decide(request, ctx, deadline_s), ctx.policy.version)
+    if as_json:
+        click.echo(json.dumps(explanation, default=str, indent=2))
+    else:
+        print_explanation(console, explanation)
+    if "refused" in explanation:
+        sys.exit(3)
+
+
 @cli.command("config")
 @config_option
 def show_config(config: str | None) -> None:
