@@ -152,3 +152,43 @@ class Policy(Section):
         if not any(route.match is None for route in self.routes):
             found.append("routes: no catch-all route (a [[routes]] entry without 'match') to serve what no rule matches")
         return found
+
+
+# -- versions on the policies topic ------------------------------------------------------
+# <prefix>.policies is compacted. Each version is kept under its own key (the version
+# string) as JSON; the key "__active__" names the version in force and the one it
+# replaced, so a rollback walks back one step at a time.
+ACTIVE_KEY = "__active__"
+
+
+class ActivePointer(Section):
+    version: str
+    history: list[str] = Field(default_factory=list, description="versions in force before, oldest first")
+    published_at: str = ""
+    by: str = ""
+
+    @property
+    def previous(self) -> str | None:
+        return self.history[-1] if self.history else None
+
+
+class PolicyLog:
+    """The state of the policies topic, folded from its records (pure; no I/O)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, Policy] = {}
+        self.active: ActivePointer | None = None
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None or value is None:
+            return  # a tombstone or a keyless record: nothing to learn
+        name = key.decode()
+        if name == ACTIVE_KEY:
+            self.active = ActivePointer.model_validate_json(value)
+        else:
+            self.versions[name] = Policy.model_validate_json(value)
+
+    def active_policy(self) -> Policy | None:
+        if self.active is None:
+            return None
+        return self.versions.get(self.active.version)

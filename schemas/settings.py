@@ -251,3 +251,24 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
+
+
+def load_policy(path: str | Path, fleet: set[str]) -> Policy:
+    """Read a policy document (``version``, ``[[routes]]``, ``[tenants.*]``,
+    ``[default_tenant]``) and check it against ``fleet``; raise ``ConfigError`` naming
+    every bad key, so that a bad version never takes effect."""
+    source = Path(path)
+    try:
+        data = tomllib.loads(source.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"policy file {source} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid policy\n{format_validation_error(exc)}") from None
+    problems = policy.problems(fleet)
+    if problems:
+        raise ConfigError(f"{source}: invalid policy\n" + "\n".join(f"  {p}" for p in problems))
+    return policy

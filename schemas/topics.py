@@ -39,6 +39,10 @@ class Topics:
         return f"{self.prefix}.health"
 
     @property
+    def policies(self) -> str:
+        return f"{self.prefix}.policies"
+
+    @property
     def feedback(self) -> str:
         return f"{self.prefix}.feedback"
 
@@ -47,8 +51,13 @@ class Topics:
 
     def shared(self) -> list[str]:
         """The topics every installation has, whatever its fleet."""
-        return [self.requests, self.responses, self.events, self.dlq, self.health, self.feedback]
+        return [self.requests, self.responses, self.events, self.dlq, self.health, self.feedback, self.policies]
+
+    def single_partition(self) -> set[str]:
+        """Topics whose records must stay in order across keys (a version before the
+        pointer that activates it)."""
+        return {self.policies}
 
     def compacted(self) -> set[str]:
         """Topics that keep only the latest value per key."""
-        return {self.health}
+        return {self.health, self.policies}

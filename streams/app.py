@@ -20,7 +20,8 @@ from turnout.schemas.serde import codec_for
 from turnout.schemas.settings import Settings
 
 from .handling import Outgoing, Source, route_message
-from .rules import context_from
+from .engine import Context
+from .policy_store import PolicyStore
 from .transport import RouterApp
 
 log = logging.getLogger("turnout.router")
@@ -46,12 +47,18 @@ def create_app(settings: Settings) -> faust.App:
         datadir=tempfile.mkdtemp(prefix="turnout-router-"),
     )
     codec = codec_for(settings.kafka)
-    ctx = context_from(settings)
+    policies = PolicyStore(settings)
+
+    @app.task
+    async def follow_policies() -> None:
+        await policies.run()
     requests = app.topic(settings.topics.requests, key_type=bytes, value_type=bytes)
 
     @app.agent(requests, name="route")
     async def route(stream: faust.StreamT) -> None:
+        await policies.ready.wait()  # never route on a stale version after a restart
         async for events in stream.take_events(settings.router.batch_size, within=settings.router.batch_window_s):
+            ctx = Context(fleet=settings.fleet, policy=policies.policy)
             pending = []
             for event in events:
                 message = event.message

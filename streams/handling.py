@@ -48,15 +48,16 @@ def route_message(
     the shared responses topic). Never raises for bad input.
     """
     topics = settings.topics
+    ctx = ctx or context_from(settings)
     try:
         request = codec.decode(value or b"", InferenceRequest)
     except DecodeError as exc:
         request_id = key.decode("utf-8", "replace") if key else ""
-        return _reject(request_id, "", None, ErrorInfo(code="invalid_request", message=str(exc)), key, value, source, codec, settings)
-    decision = decide(request, ctx or context_from(settings), settings.router.default_deadline_s)
+        return _reject(request_id, "", None, ErrorInfo(code="invalid_request", message=str(exc)), key, value, source, codec, settings, ctx.policy.version)
+    decision = decide(request, ctx, settings.router.default_deadline_s)
     if decision.slip is None:
         error = decision.selection.refusal
-        return _reject(request.id, request.tenant, request.reply_topic, error, key, value, source, codec, settings, decision.signals.task_type)  # type: ignore[arg-type]
+        return _reject(request.id, request.tenant, request.reply_topic, error, key, value, source, codec, settings, ctx.policy.version, decision.signals.task_type)  # type: ignore[arg-type]
     key_out = request.id.encode()
     out = []
     for slip in (decision.slip, *decision.shadows):
@@ -75,6 +76,7 @@ def _reject(
     source: Source,
     codec: AvroCodec,
     settings: Settings,
+    policy_version: str,
     task_type: str = "",
 ) -> list[Outgoing]:
     topics = settings.topics
@@ -87,10 +89,9 @@ def _reject(
         )
     ]
     if request_id:
-        policy = settings.router.policy_version
         response = error_response(request_id, tenant or "unknown", error)
         out.append(Outgoing(reply_topic or topics.responses, request_id.encode(), codec.encode(response)))
         out.append(
-            Outgoing(topics.events, request_id.encode(), codec.encode(rejected_event(request_id, tenant or "unknown", error, policy, task_type)))
+            Outgoing(topics.events, request_id.encode(), codec.encode(rejected_event(request_id, tenant or "unknown", error, policy_version, task_type)))
         )
     return out

@@ -19,7 +19,7 @@ def required_topics(settings: Settings) -> list[str]:
 async def create_topics(settings: Settings) -> list[str]:
     """Create the missing topics; return the names created (existing ones are left alone)."""
     kafka = settings.kafka
-    compacted = settings.topics.compacted()
+    compacted, single = settings.topics.compacted(), settings.topics.single_partition()
     admin = AIOKafkaAdminClient(**client_options(kafka, "admin"))
     await admin.start()
     try:
@@ -29,7 +29,7 @@ async def create_topics(settings: Settings) -> list[str]:
             new = [
                 NewTopic(
                     name,
-                    num_partitions=kafka.partitions,
+                    num_partitions=1 if name in single else kafka.partitions,
                     replication_factor=kafka.replication_factor,
                     topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
                 )

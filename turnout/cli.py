@@ -177,6 +177,76 @@ def demo(config: str | None, prompts: str | None, timeout_s: float) -> None:
 
 
 @cli.group()
+def policy() -> None:
+    """Validate, publish and roll back routing policy versions."""
+
+
+def _policy_file(settings: Settings, path: str):
+    from turnout.schemas.settings import load_policy
+
+    try:
+        return load_policy(path, set(settings.fleet))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@policy.command("validate")
+@config_option
+@click.argument("path", type=click.Path(dir_okay=False))
+def policy_validate(config: str | None, path: str) -> None:
+    """Check a policy file against the fleet without publishing it."""
+    document = _policy_file(_settings(config), path)
+    console.print(f"policy {document.version} is valid: {len(document.routes)} route(s), {len(document.tenants)} tenant(s)")
+
+
+@policy.command("publish")
+@config_option
+@click.argument("path", type=click.Path(dir_okay=False))
+def policy_publish(config: str | None, path: str) -> None:
+    """Validate a policy file and make it the version in force on every router."""
+    from .policy_admin import PolicyError, publish
+
+    settings = _settings(config)
+    document = _policy_file(settings, path)
+    try:
+        pointer = asyncio.run(publish(settings, document))
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"policy {pointer.version} published and in force (previous: {pointer.previous})")
+
+
+@policy.command("rollback")
+@config_option
+def policy_rollback(config: str | None) -> None:
+    """Put the version in force before the current one back in force."""
+    from .policy_admin import PolicyError, rollback
+
+    try:
+        pointer = asyncio.run(rollback(_settings(config)))
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"rolled back: policy {pointer.version} in force")
+
+
+@policy.command("show")
+@config_option
+def policy_show(config: str | None) -> None:
+    """The version in force, the versions before it, and every version published."""
+    from .policy_admin import PolicyError, current_version, read_log
+
+    settings = _settings(config)
+    try:
+        log = asyncio.run(read_log(settings))
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+    active = log.active
+    console.print(f"in force: {current_version(settings, log).version}" + (f" (published {active.published_at} by {active.by})" if active else " (from the configuration)"))
+    if active and active.history:
+        console.print(f"before it: {', '.join(reversed(active.history))}")
+    console.print(f"published: {', '.join(sorted(log.versions)) or 'none'}")
+
+
+@cli.group()
 def route() -> None:
     """Inspect routing decisions."""
 
