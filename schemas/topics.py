@@ -43,6 +43,11 @@ class Topics:
         return f"{self.prefix}.policies"
 
     @property
+    def spend(self) -> str:
+        """The router's spend table (changelog): cost per tenant, month and events partition."""
+        return f"{self.prefix}.spend"
+
+    @property
     def feedback(self) -> str:
         return f"{self.prefix}.feedback"
 
@@ -51,7 +56,7 @@ class Topics:
 
     def shared(self) -> list[str]:
         """The topics every installation has, whatever its fleet."""
-        return [self.requests, self.responses, self.events, self.dlq, self.health, self.feedback, self.policies]
+        return [self.requests, self.responses, self.events, self.dlq, self.health, self.feedback, self.policies, self.spend]
 
     def single_partition(self) -> set[str]:
         """Topics whose records must stay in order across keys (a version before the
@@ -60,4 +65,4 @@ class Topics:
 
     def compacted(self) -> set[str]:
         """Topics that keep only the latest value per key."""
-        return {self.health, self.policies}
+        return {self.health, self.policies, self.spend}

@@ -16,11 +16,14 @@ import tempfile
 import faust
 
 from turnout.schemas.kafka import dlq_headers
-from turnout.schemas.serde import codec_for
+from turnout.schemas.models import RoutingEvent, utcnow
+from turnout.schemas.serde import DecodeError, codec_for
 from turnout.schemas.settings import Settings
 
 from .handling import Outgoing, Source, route_message
 from .engine import Context
+from .follow import follow
+from .spend import SpendView, billable, month_of, spend_key
 from .policy_store import PolicyStore
 from .transport import RouterApp
 
@@ -48,17 +51,50 @@ def create_app(settings: Settings) -> faust.App:
     )
     codec = codec_for(settings.kafka)
     policies = PolicyStore(settings)
+    spend_view = SpendView()
+    spend = app.Table(
+        "spend",
+        default=float,
+        partitions=settings.kafka.partitions,
+        changelog_topic=app.topic(
+            settings.topics.spend,
+            key_type=str,
+            value_type=float,
+            key_serializer="json",
+            value_serializer="json",
+            partitions=settings.kafka.partitions,
+            compacting=True,
+        ),
+    )
 
     @app.task
     async def follow_policies() -> None:
         await policies.run()
+
+    @app.task
+    async def follow_spend() -> None:
+        await follow(settings, settings.topics.spend, "router-spend", spend_view.apply, spend_view.ready)
+
+    @app.agent(app.topic(settings.topics.events, key_type=bytes, value_type=bytes), name="tally-spend")
+    async def tally_spend(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(500, within=0.2):
+            for event in events:
+                try:
+                    routing_event = codec.decode(event.value or b"", RoutingEvent)
+                except DecodeError:
+                    continue  # the sink dead-letters what it cannot read
+                if billable(routing_event):
+                    key = spend_key(routing_event.tenant, month_of(routing_event.ts), event.message.partition)
+                    stream._set_current_event(event)  # faust writes the changelog to this event's partition
+                    spend[key] += routing_event.cost_usd
+
     requests = app.topic(settings.topics.requests, key_type=bytes, value_type=bytes)
 
     @app.agent(requests, name="route")
     async def route(stream: faust.StreamT) -> None:
         await policies.ready.wait()  # never route on a stale version after a restart
         async for events in stream.take_events(settings.router.batch_size, within=settings.router.batch_window_s):
-            ctx = Context(fleet=settings.fleet, policy=policies.policy)
+            ctx = Context(fleet=settings.fleet, policy=policies.policy, spend_usd=spend_view.totals(month_of(utcnow())))
             pending = []
             for event in events:
                 message = event.message

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from turnout.schemas.kafka import consumer_options
 from turnout.schemas.policy import Policy, PolicyLog
 from turnout.schemas.settings import Settings
+
+from .follow import follow
 
 log = logging.getLogger("turnout.router.policy")
 
@@ -46,21 +45,4 @@ class PolicyStore:
         self.policy = candidate
 
     async def run(self) -> None:
-        topic = self.settings.topics.policies
-        consumer = AIOKafkaConsumer(**consumer_options(self.settings.kafka, "router-policies", None))
-        await consumer.start()
-        try:
-            await consumer.topics()  # load metadata, so the topic's partitions are known
-            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
-                    for record in records:
-                        self.apply(record.key, record.value)
-                if not self.ready.is_set() and all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
-                    self.ready.set()  # caught up: the version in force is known
-        finally:
-            await consumer.stop()
+        await follow(self.settings, self.settings.topics.policies, "router-policies", self.apply, self.ready)

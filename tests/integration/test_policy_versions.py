@@ -85,3 +85,18 @@ async def test_publish_then_reject_a_bad_version_then_roll_back(stack, tmp_path,
 
     again = await turnout(stack, monkeypatch, "policy", "rollback")
     assert again.exit_code != 0 and "no earlier version" in again.output
+
+
+async def test_a_tenant_over_its_budget_is_refused_once_its_spend_is_known(stack):
+    async with TurnoutClient(stack.settings.kafka) as client:
+        first = await client.request(new_request("What time is it in Paris?", "thrifty"), timeout_s=60)
+        assert first.status == "ok" and first.cost_usd > 0
+        for _ in range(60):  # the spend reaches every router through the table's changelog
+            later = await client.request(new_request("And in Tokyo?", "thrifty"), timeout_s=60)
+            if later.status == "error":
+                break
+            await asyncio.sleep(0.25)
+        assert later.status == "error" and later.error.code == "budget_exceeded"
+        assert "tenants.thrifty" in later.error.message or later.error.details.get("rule") == "tenants.thrifty.monthly_budget_usd"
+        other = await client.request(new_request("And in Lima?", "acme"), timeout_s=60)
+        assert other.status == "ok"  # only the tenant over budget is refused
