@@ -13,13 +13,14 @@ import logging
 import os
 import random
 import signal
+import socket
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from pydantic import SecretStr
 
 from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options
-from turnout.schemas.models import RoutedRequest
+from turnout.schemas.models import DeploymentHealth, RoutedRequest
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
 
@@ -64,6 +65,7 @@ class ModelWorker:
         self.codec = codec or codec_for(settings.kafka)
         self.answered = AnsweredIds(settings.worker.dedup_capacity)
         self.rng = random.Random()
+        self.replica = f"{socket.gethostname()}-{os.getpid()}"
         self._in_flight: set[str] = set()
         self._stopping = asyncio.Event()
 
@@ -78,6 +80,7 @@ class ModelWorker:
         await producer.start()
         await consumer.start()
         log.info("worker %s consuming %s", self.model_id, self.topic)
+        reporter = asyncio.create_task(self._report_health(consumer, producer))
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=self.settings.worker.poll_timeout_ms, max_records=self.settings.worker.batch_size)
@@ -88,9 +91,29 @@ class ModelWorker:
                 await asyncio.gather(*[await send for outcome in outcomes for send in self._sends(producer, outcome)])
                 await consumer.commit()
         finally:
+            reporter.cancel()
+            await producer.send_and_wait(self.settings.topics.health, value=None, key=self._health_key())  # gone: forget me
             await consumer.stop()
             await producer.stop()
             await deployment.backend.aclose()
+
+    def _health_key(self) -> bytes:
+        return f"{self.model_id}/{self.replica}".encode()
+
+    async def _report_health(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        """Tell the router how much waits on this replica's partitions (its lag)."""
+        while True:
+            backlog = 0
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    backlog += max(0, highwater - await consumer.position(tp))
+            report = DeploymentHealth(model=self.model_id, replica=self.replica, backlog=backlog)
+            try:
+                await producer.send(self.settings.topics.health, value=self.codec.encode(report), key=self._health_key())
+            except Exception as exc:  # reporting must never stop serving
+                log.warning("health report failed: %s", exc)
+            await asyncio.sleep(self.settings.worker.health_interval_s)
 
     def _sends(self, producer: AIOKafkaProducer, outcome: Outcome) -> list:
         sends = [producer.send(m.topic, value=self.codec.encode(m.record), key=m.key.encode()) for m in outcome.messages]

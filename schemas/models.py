@@ -203,3 +203,14 @@ class RoutingEvent(AvroRecord):
         """Deterministic id: a redelivered event replaces its first copy downstream,
         while a shadow copy's events stay apart from the primary's."""
         return f"{request_id}:{'shadow:' if shadow else ''}{kind}:{attempt}"
+
+
+class DeploymentHealth(AvroRecord):
+    """A worker replica's health report; the router sums backlogs per model."""
+
+    avro_name: ClassVar[str] = "turnout.DeploymentHealth"
+    model: str
+    replica: str
+    breaker: Literal["closed", "open", "half_open"] = "closed"
+    backlog: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)

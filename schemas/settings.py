@@ -104,6 +104,7 @@ class RouterSettings(_Section):
 class WorkerSettings(_Section):
     batch_size: int = Field(default=100, ge=1)
     poll_timeout_ms: int = Field(default=200, ge=1)
+    health_interval_s: float = Field(default=2.0, gt=0, description="how often a replica reports on the health topic")
     backoff_base_s: float = Field(default=0.2, gt=0)
     backoff_max_s: float = Field(default=10.0, gt=0)
     max_wait_s: float = Field(

@@ -23,6 +23,7 @@ from turnout.schemas.settings import Settings
 from .handling import Outgoing, Source, route_message
 from .engine import Context
 from .follow import follow
+from .health import HealthView
 from .spend import SpendView, billable, month_of, spend_key
 from .policy_store import PolicyStore
 from .transport import RouterApp
@@ -71,6 +72,12 @@ def create_app(settings: Settings) -> faust.App:
     async def follow_policies() -> None:
         await policies.run()
 
+    health_view = HealthView(codec)
+
+    @app.task
+    async def follow_health() -> None:
+        await follow(settings, settings.topics.health, "router-health", health_view.apply, health_view.ready)
+
     @app.task
     async def follow_spend() -> None:
         await follow(settings, settings.topics.spend, "router-spend", spend_view.apply, spend_view.ready)
@@ -94,7 +101,10 @@ def create_app(settings: Settings) -> faust.App:
     async def route(stream: faust.StreamT) -> None:
         await policies.ready.wait()  # never route on a stale version after a restart
         async for events in stream.take_events(settings.router.batch_size, within=settings.router.batch_window_s):
-            ctx = Context(fleet=settings.fleet, policy=policies.policy, spend_usd=spend_view.totals(month_of(utcnow())))
+            now = utcnow()
+            ctx = Context(
+                fleet=settings.fleet, policy=policies.policy, health=health_view.snapshot(now), spend_usd=spend_view.totals(month_of(now))
+            )
             pending = []
             for event in events:
                 message = event.message

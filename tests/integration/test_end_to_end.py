@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from turnout.analytics.store import open_client
 from turnout.producers.client import TurnoutClient, new_request
 from turnout.schemas.kafka import DLQ_REASON, DLQ_STAGE
-from turnout.schemas.models import InferenceResponse
+from turnout.schemas.models import DeploymentHealth, InferenceResponse
 from turnout.schemas.serde import AvroCodec
 
 TIMEOUT_S = 90
@@ -127,6 +127,24 @@ async def test_a_request_for_an_unknown_model_is_refused_not_sent(stack):
     dead = [r for r in await read_all(stack, stack.settings.topics.dlq, request.id.encode()) if r.key == request.id.encode()]
     assert AvroCodec().decode(dead[0].value, type(request)).id == request.id
     SEEN.pop(request.id)  # refused before routing: there is no completion to count
+
+
+async def test_every_worker_replica_reports_its_health(stack):
+    consumer = AIOKafkaConsumer(stack.settings.topics.health, bootstrap_servers=stack.settings.kafka.bootstrap_servers, auto_offset_reset="earliest")
+    await consumer.start()
+    seen: dict[str, DeploymentHealth] = {}
+    try:
+        for _ in range(100):
+            for records in (await consumer.getmany(timeout_ms=100)).values():
+                for record in records:
+                    if record.value is not None:
+                        seen[record.key.decode()] = AvroCodec().decode(record.value, DeploymentHealth)
+            if {r.model for r in seen.values()} >= set(stack.settings.fleet):
+                break
+    finally:
+        await consumer.stop()
+    assert {r.model for r in seen.values()} == set(stack.settings.fleet)
+    assert all(key == f"{r.model}/{r.replica}" and r.backlog >= 0 and r.breaker == "closed" for key, r in seen.items())
 
 
 async def test_every_outcome_lands_in_clickhouse_once(stack):
