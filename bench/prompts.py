@@ -386,8 +386,8 @@ def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:
     return rng.choices([name for name, _ in table], weights=[w for _, w in table])[0]
 
 
-def make_request(rng: random.Random, index: int, seed: int) -> tuple[str, InferenceRequest]:
-    """The ``index``-th request of the mix: ``(kind, request)``."""
+def make_request(rng: random.Random, index: int, seed: int, created: datetime) -> tuple[str, InferenceRequest]:
+    """The ``index``-th request of the mix, created at ``created``: ``(kind, request)``."""
     kind, make = rng.choices([(k, f) for k, _, f in KINDS], weights=[w for _, w, _ in KINDS])[0]
     content, extra = make(rng)
     content = fit(content, MAX_CHARS)
@@ -402,7 +402,6 @@ def make_request(rng: random.Random, index: int, seed: int) -> tuple[str, Infere
         metadata["pii"] = "true"
     if "lang" in extra:
         metadata["lang"] = extra["lang"]
-    created = T0 + timedelta(milliseconds=index * 7)
     request = InferenceRequest(
         id=f"bench-{seed}-{index:07d}",
         tenant=_weighted(rng, TENANTS),
@@ -412,16 +411,22 @@ def make_request(rng: random.Random, index: int, seed: int) -> tuple[str, Infere
         temperature=extra.get("temperature"),
         metadata=metadata,
         created_at=created,
-        deadline=created + timedelta(seconds=rng.choice((30, 60, 300))) if rng.random() < 0.3 else None,
+        deadline=created + timedelta(seconds=rng.choice((60, 120, 600))) if rng.random() < 0.3 else None,
         model=rng.choice(FLEET) if rng.random() < 0.02 else None,
     )
     return kind, request
 
 
-def generate(n: int, seed: int = 7) -> list[InferenceRequest]:
-    """``n`` requests of the mix, the same for the same ``(n, seed)``."""
+def generate(n: int, seed: int = 7, now: datetime | None = None) -> list[InferenceRequest]:
+    """``n`` requests of the mix, the same for the same ``(n, seed)``.
+
+    They were created 7 ms apart, the last at ``now`` (default: a fixed instant, so the
+    output is deterministic); a benchmark that routes them live passes the current time
+    so that their deadlines (30 % have one, 60-600 s after creation) lie ahead.
+    """
     rng = random.Random(seed)
-    return [make_request(rng, i, seed)[1] for i in range(n)]
+    end = (now or T0).replace(microsecond=(now or T0).microsecond // 1000 * 1000)  # Avro keeps milliseconds
+    return [make_request(rng, i, seed, end - timedelta(milliseconds=(n - 1 - i) * 7))[1] for i in range(n)]
 
 
 def openai_messages(request: InferenceRequest) -> list[dict[str, str]]:

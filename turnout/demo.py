@@ -29,7 +29,8 @@ TENANT = "demo"
 
 
 def load_prompts(path: Path | None) -> list[dict]:
-    """Rows of ``{"prompt": …, "tag"?: …, "model"?: …}``, checked before anything starts."""
+    """Rows of ``{"prompt": …, "tag"?, "tenant"?, "model"?, "expect"?}`` (``expect``: the
+    error code a refusal should carry), checked before anything starts."""
     text = path.read_text() if path else files("turnout.producers").joinpath("samples/demo_prompts.jsonl").read_text()
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -43,7 +44,7 @@ def load_prompts(path: Path | None) -> list[dict]:
 
 
 async def publish_and_collect(settings: Settings, rows: list[dict], timeout_s: float, console: Console) -> tuple[list[tuple[str, InferenceRequest]], dict[str, InferenceResponse]]:
-    prompts = [(row["tag"], new_request(row["prompt"], TENANT, model=row.get("model"))) for row in rows]
+    prompts = [(row["tag"], new_request(row["prompt"], row.get("tenant", TENANT), model=row.get("model"))) for row in rows]
     async with TurnoutClient(settings.kafka) as client:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("publishing", total=len(prompts))
@@ -65,6 +66,7 @@ def run_demo(config_path: Path, prompts_path: Path | None, timeout_s: float, wor
         console.print(f"broker [cyan]{settings.kafka.bootstrap_servers}[/], work dir {workdir}")
         try:
             prompts, responses = asyncio.run(publish_and_collect(settings, rows, timeout_s, console))
+            expected = {request.id: row.get("expect") for row, (_, request) in zip(rows, prompts)}
         except ResponseTimeout as exc:
             console.print(f"[red]{exc}[/]; logs in {stack.logs}")
             return False
@@ -75,7 +77,7 @@ def run_demo(config_path: Path, prompts_path: Path | None, timeout_s: float, wor
     client = open_client(settings.clickhouse)
     tables = build_report(client, settings.clickhouse.database)
     print_report(console, tables)
-    return _verdict(console, responses, client, settings)
+    return _verdict(console, responses, expected, client, settings)
 
 
 def _print_decisions(console: Console, prompts: list[tuple[str, InferenceRequest]], responses: dict[str, InferenceResponse]) -> None:
@@ -99,13 +101,19 @@ def _print_decisions(console: Console, prompts: list[tuple[str, InferenceRequest
     print_table(console, "Routing decisions", ["tag", "prompt", "task", "route", "model", "path", "status", "ms", "cost $"], rows)
 
 
-def _verdict(console: Console, responses: dict[str, InferenceResponse], client, settings: Settings) -> bool:
-    failed = [r for r in responses.values() if r.status != "ok"]
-    recorded = client.query(
-        f"SELECT count() FROM {settings.clickhouse.database}.routing_events FINAL WHERE kind IN ('completion', 'failure')"
-    ).result_rows[0][0]
-    console.print(f"responses: {len(responses)}, failed: {len(failed)}, final outcomes recorded in ClickHouse: {recorded}")
-    if failed or recorded != len(responses):
+def _verdict(console: Console, responses: dict[str, InferenceResponse], expected: dict[str, str | None], client, settings: Settings) -> bool:
+    """Every prompt answered as expected (served, or refused with the expected code), and
+    ClickHouse holds one final outcome per served request and one rejection per refusal."""
+    wrong = [r for r in responses.values() if (r.error.code if r.error else None) != expected.get(r.id)]
+    refused = sum(1 for r in responses.values() if r.status == "error" and r.model is None)
+    db = settings.clickhouse.database
+    recorded = client.query(f"SELECT count() FROM {db}.routing_events FINAL WHERE kind IN ('completion', 'failure')").result_rows[0][0]
+    rejected = client.query(f"SELECT count() FROM {db}.routing_events FINAL WHERE kind = 'rejected'").result_rows[0][0]
+    console.print(
+        f"responses: {len(responses)} (refused by policy as expected: {refused}), not as expected: {len(wrong)}, "
+        f"final outcomes in ClickHouse: {recorded}, rejections: {rejected}"
+    )
+    if wrong or recorded + rejected != len(responses):
         console.print("[red]demo failed[/]")
         return False
     console.print("[green]every prompt got a response, and ClickHouse recorded each one[/]")

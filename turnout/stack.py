@@ -22,6 +22,7 @@ from pathlib import Path
 from turnout.schemas.settings import Settings, load_settings
 
 from turnout.consumers.worker import group_id as worker_group_id
+from turnout.streams.app import requests_group
 
 from .admin import create_topics, wait_for_groups
 from .embedded import EmbeddedBroker, die_with_parent, free_port, wait_for_port
@@ -94,7 +95,7 @@ class DevStack:
 
     def _wait_until_consuming(self, timeout_s: float = 90.0) -> None:
         assert self.settings is not None
-        groups = [self.settings.router.group_id, self.settings.sink.group_id]
+        groups = [self.settings.router.group_id, requests_group(self.settings), self.settings.sink.group_id]
         groups += [worker_group_id(model_id) for model_id in self.settings.fleet]
         try:
             asyncio.run(wait_for_groups(self.settings, groups, timeout_s))
