@@ -265,9 +265,9 @@ def test_routed_at_is_millisecond_precise() -> None:
         ("Write a Python function that sorts a list", "code", ["medium", "large"]),
         ("Write a Python function for this spec:\n" + "spec line. " * 400, "long-code", ["large", "medium"]),
         ("Summarize this article:\n" + "word " * 400, "long-summaries", ["medium", "small"]),
-        ("Summarize: the cat sat.", "default", ["small", "medium"]),
+        ("Summarize: the cat sat.", "default", ["small", "private", "large"]),
         ("Please review this code and refactor it", "code", ["medium", "large"]),
-        ("What is the capital of France?", "default", ["small", "medium"]),
+        ("What is the capital of France?", "default", ["small", "private", "large"]),
     ],
 )
 def test_dev_toml_routes(content: str, route: str, plan: list[str]) -> None:

@@ -66,7 +66,8 @@ def config_error(path: Path, **overrides) -> str:
 def test_bundled_dev_toml_loads() -> None:
     settings = load_settings(DEV_TOML)
     assert isinstance(settings, Settings)
-    assert list(settings.fleet) == ["small", "medium", "large"]
+    assert list(settings.fleet) == ["small", "medium", "large", "private"]
+    assert settings.fleet["private"].on_prem and settings.default_tenant.sensitive["secret"] == "block"
     assert [settings.route_name(i) for i in range(len(settings.routes))] == ["long-code", "code", "long-summaries", "default"]
     assert settings.router.policy_version == "dev-1"
     assert settings.router.default_deadline_s == 120
