@@ -52,7 +52,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -73,27 +73,50 @@ FORMAT = "turnout-task-model"
 FORMAT_VERSION = 1
 METHOD = "logreg-v1"
 
-HEAD_CHARS = 1500  # of the last user message
+HEAD_CHARS = 1000  # of the last user message
 TAIL_CHARS = 500
-SYSTEM_CHARS = 1000  # of the system prompt(s)
-EDGE_TOKENS = 8  # the first and last words of the user message get features of their own
+SYSTEM_CHARS = 800  # of the system prompt(s)
+HEAD_TOKENS = 12  # the first and last words of the user message get features of their own
+TAIL_TOKENS = 8
+SYSTEM_HEAD_TOKENS = 24  # the system prompt's first words, where it states the job
 TEST_FRACTION = 0.2
 
 _DATA = "data"
 EXAMPLES_FILE = "task_examples.jsonl"
 MODEL_FILE = "task_model.json"
 
-# Lower-case, digits folded to 0 (numbers keep only their length), every ASCII
-# punctuation character and the commonest typographic ones become spaces; then
-# str.split. All of it runs in C, several times faster than a regex tokenizer.
-_PUNCT = "".join(chr(c) for c in range(128) if not chr(c).isalnum()) + "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u3001\u3002\uff0c\uff1f\uff01\u00bf\u00a1"
-_TABLE = str.maketrans({**{ch: " " for ch in _PUNCT}, **{d: "0" for d in "123456789"}})
+# Tokens: lower-case, digits folded to 0 (a number keeps only its length), ASCII
+# punctuation and the commonest typographic marks become spaces, then str.split. All of it
+# runs in C, several times faster than a regex tokenizer. str.translate is fast only on
+# ASCII strings (per character it is ~70 ns otherwise), so text with any non-ASCII
+# character goes through bytes.translate on its UTF-8 instead, after the typographic
+# marks are replaced: the two paths give the same tokens.
+_ASCII_PUNCT = "".join(chr(c) for c in range(128) if not chr(c).isalnum())
+_UNICODE_PUNCT = "\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00a0\u00ab\u00bb\u00bf\u00a1\u3001\u3002\uff0c\uff1f\uff01\uff1a\u300c\u300d"
+_TABLE = str.maketrans({**{ch: " " for ch in _ASCII_PUNCT}, **{d: "0" for d in "123456789"}})
+_BYTES_TABLE = bytes(
+    ord(" ") if chr(b) in _ASCII_PUNCT else ord("0") if chr(b) in "123456789" else b for b in range(256)
+)
+MAX_TOKENS = 300  # of the user message (prose: ~1,700 characters): bounds the work on dense text
+KEEP_LAST_TOKENS = 80  # of those, the last ones (the rest from the start)
+MAX_SYSTEM_TOKENS = 100
 _GREETING = re.compile(
     r"\W*(hi|hello|hey|heya|hiya|yo|sup|howdy|greetings|good (morning|afternoon|evening|day)|morning|evening|thanks|thank you|ty|thx|cheers)\b"
 )
-_ARITHMETIC = re.compile(r"\d\s*[-+*/^=×÷]\s*[\d(x]|\d\s*%|\b[xyn]\s*[\^=]")
+_ARITHMETIC = re.compile(r"[\dxyn]\s?(?:[-+*/^=×÷]\s?[\dxyn(]|%)")  # starts with a class: re scans fast
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 _CODE_CHARS = "{};=<>[]"
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words; every digit is 0."""
+    lower = text.lower()
+    if lower.isascii():
+        return lower.translate(_TABLE).split()
+    for mark in _UNICODE_PUNCT:
+        if mark in lower:
+            lower = lower.replace(mark, " ")
+    return lower.encode("utf-8").translate(_BYTES_TABLE).decode("utf-8").split()
 
 
 # ---------------------------------------------------------------------------- features
@@ -119,30 +142,56 @@ def window(text: str, head: int = HEAD_CHARS, tail: int = TAIL_CHARS) -> str:
 
 
 def features(text: str, system: str = "") -> tuple[set[Any], list[str]]:
-    """(bag, edge) features of a request. ``bag``: the unigrams (str) and bigrams (tuple)
-    of the windowed user message and system prompt; ``edge``: the first and last words of
-    the user message, prefixed ``^`` and ``$``, and the shape features, prefixed ``#``."""
+    """(bag, edge) features of a request.
+
+    ``bag``: the unigrams (str) and bigrams (tuple) of the user message outside fenced
+    code blocks and triple-quoted blocks (pasted material: the request is around it),
+    windowed, and of the system prompt. ``edge``: the first ``HEAD_TOKENS`` and last
+    ``TAIL_TOKENS`` of those words, prefixed ``^`` and ``$``, the system prompt's first
+    ``SYSTEM_HEAD_TOKENS``, prefixed ``@``, and the shape features, prefixed ``#``, which
+    see the whole window."""
     user = window(text)
-    tokens = user.lower().translate(_TABLE).split()
+    body = user
+    # Fences are matched on the whole message (a window can cut a block in two), but only
+    # when the window shows one: a block wholly inside the unread middle changes nothing.
+    if "```" in user:
+        body = window(_outside(text, "```"))
+    if '"""' in body:
+        body = _outside(body, '"""')
+    tokens = tokenize(body)
+    if len(tokens) > MAX_TOKENS:
+        tokens = tokens[: MAX_TOKENS - KEEP_LAST_TOKENS] + tokens[-KEEP_LAST_TOKENS:]
     bag: set[Any] = set(tokens)
     bag.update(zip(tokens, tokens[1:]))
-    edge = ["^" + t for t in tokens[:EDGE_TOKENS]]
-    edge += ["$" + t for t in tokens[-EDGE_TOKENS:]]
+    edge = ["^" + t for t in tokens[:HEAD_TOKENS]]
+    edge += ["$" + t for t in tokens[-TAIL_TOKENS:]]
     if system:
-        stokens = window(system, SYSTEM_CHARS, 0).lower().translate(_TABLE).split()
+        stokens = tokenize(window(system, SYSTEM_CHARS, 0))[:MAX_SYSTEM_TOKENS]
         bag.update(stokens)
         bag.update(zip(stokens, stokens[1:]))
+        edge.extend({"@" + t for t in stokens[:SYSTEM_HEAD_TOKENS]})
         edge.append("#system")
-    edge.extend(_shape(text, user))
+    edge.extend(_shape(text, user, bool(system)))
     return bag, edge
 
 
-def _shape(text: str, user: str) -> list[str]:
+def _outside(text: str, fence: str) -> str:
+    """The text outside ``fence``-delimited blocks. An unclosed last fence is read as text,
+    so that an instruction after code whose closing fence was forgotten is not lost."""
+    parts = text.split(fence)
+    if len(parts) % 2 == 0:
+        parts[-2:] = [parts[-2] + " " + parts[-1]]
+    return " \n ".join(parts[0::2])
+
+
+def _shape(text: str, user: str, system: bool = False) -> list[str]:
     n = len(text)
-    out = ["#len0" if n < 40 else "#len1" if n < 200 else "#len2" if n < 1500 else "#len3"]
+    # A short message means small talk on its own, but not under a system prompt that
+    # states the job (a pipeline sending one item at a time): separate features.
+    out = [("#slen" if system else "#len") + ("0" if n < 40 else "1" if n < 200 else "2" if n < 1500 else "3")]
     if "```" in user:
         out.append("#fence")
-    code = sum(user.count(c) for c in _CODE_CHARS) / (len(user) or 1)
+    code = sum(map(user.count, _CODE_CHARS)) / (len(user) or 1)
     if code > 0.012:
         out.append("#code1" if code < 0.03 else "#code2")
     if _GREETING.match(user.lower() if len(user) < 64 else user[:64].lower()):
@@ -152,12 +201,12 @@ def _shape(text: str, user: str) -> list[str]:
         out.append("#q-end")
     elif "?" in stripped:
         out.append("#q")
-    if _ARITHMETIC.search(user):
+    if _ARITHMETIC.search(user, 0, 500):
         out.append("#arith")
     if user.count("\n") > 4:
         out.append("#lines")
     if not user.isascii():
-        out.append("#cjk" if _CJK.search(user) else "#nonascii")
+        out.append("#cjk" if _CJK.search(user, 0, 400) else "#nonascii")
     return out
 
 
@@ -183,18 +232,22 @@ class TaskModel:
         return f"{METHOD}@{self.meta.get('digest', 'unsaved')[:8]}"
 
     def scores(self, text: str, system: str = "") -> list[float]:
+        """The logits, one per label."""
         bag, edge = features(text, system)
-        weights = self.bag
-        present = [weights[f] for f in weights.keys() & bag]
+        packed_bag, packed_edge = self._packed
         total = list(self.bias)
-        if present:
-            scale = 1.0 / math.sqrt(len(bag))
-            total = [b + scale * s for b, s in zip(total, map(sum, zip(*present)))]
-        eweights = self.edge
-        epresent = [eweights[f] for f in edge if f in eweights]
-        if epresent:
-            total = [t + s for t, s in zip(total, map(sum, zip(*epresent)))]
+        hits = list(filter(None, map(packed_bag.get, bag)))
+        if hits:
+            scale = 1.0 / (math.sqrt(len(bag)) * _QUANT)
+            total = [t + scale * s for t, s in zip(total, _unpack(sum(hits), len(hits), len(total)))]
+        hits = list(filter(None, map(packed_edge.get, edge)))
+        if hits:
+            total = [t + s / _QUANT for t, s in zip(total, _unpack(sum(hits), len(hits), len(total)))]
         return total
+
+    @cached_property
+    def _packed(self) -> tuple[dict[Any, int], dict[str, int]]:
+        return _pack_table(self.bag), _pack_table(self.edge)
 
     def probabilities(self, text: str, system: str = "") -> dict[str, float]:
         return dict(zip(self.labels, _softmax(self.scores(text, system), self.temperature)))
@@ -240,7 +293,7 @@ class TaskModel:
                 raise ValueError(f"{name}[{bad!r}]: {len(table[bad])} weights for {k} labels")
         meta = dict(body.get("meta", {}))
         meta["digest"] = hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest()
-        return cls(
+        model = cls(
             labels=labels,
             bias=tuple(body["bias"]),
             bag={_parse_bag_key(key): tuple(v) for key, v in body["bag"].items()},
@@ -248,11 +301,46 @@ class TaskModel:
             temperature=float(body["temperature"]),
             meta=meta,
         )
+        model._packed  # build the scoring tables now (~20 ms), not on the first request
+        return model
 
     def save(self, path: str | Path) -> None:
         data = self.to_json()
-        Path(path).write_text(data + "\n", encoding="utf-8")
-        self.meta["digest"] = hashlib.sha256((data).encode()).hexdigest()
+        Path(path).write_text(data, encoding="utf-8")
+        self.meta["digest"] = hashlib.sha256(data.encode()).hexdigest()
+
+
+# Scoring adds up one weight vector per feature present: hundreds of 10-vectors for a
+# long prompt. Summing them as tuples in Python costs ~40 µs; instead each vector is
+# stored as one integer holding its weights as fixed-point fields (offset to be
+# non-negative), and Python's C-level big-integer ``sum`` adds all fields at once.
+# Fields are wide enough that no sum can carry into the next field (2**16 features of
+# |weight| < 10**5), and the weights are already rounded to 1e-4 in the artifact, so the
+# result is the same as the float sum to within float rounding.
+_QUANT = 10_000
+_FIELD_BITS = 48
+_OFFSET = 1 << 30
+_MASK = (1 << _FIELD_BITS) - 1
+
+
+def _pack(weights: Sequence[float]) -> int:
+    packed = 0
+    for i, w in enumerate(weights):
+        q = round(w * _QUANT)
+        if not -_OFFSET < q < _OFFSET:
+            raise ValueError(f"weight {w} out of range")
+        packed |= (q + _OFFSET) << (_FIELD_BITS * i)
+    return packed
+
+
+def _pack_table(table: dict[Any, tuple[float, ...]]) -> dict[Any, int]:
+    return {key: _pack(weights) for key, weights in table.items()}
+
+
+def _unpack(total: int, count: int, k: int) -> list[int]:
+    """The k field sums of ``count`` packed vectors added together, offsets removed."""
+    base = count * _OFFSET
+    return [((total >> (_FIELD_BITS * i)) & _MASK) - base for i in range(k)]
 
 
 def _bag_key(key: Any) -> str:
@@ -330,11 +418,11 @@ def split_digest(examples: Iterable[Example]) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 30
-    learning_rate: float = 0.5
-    l2: float = 1e-4
+    epochs: int = 15
+    learning_rate: float = 0.1
+    l2: float = 1e-2
     min_df: int = 2
-    prune: float = 0.005
+    prune: float = 0.2
     seed: int = 7
 
 
@@ -355,7 +443,14 @@ def train(examples: Sequence[Example], config: TrainConfig = TrainConfig(), cali
             "trained_on": len(examples),
             "train_digest": split_digest(examples),
             "config": config.__dict__,
-            "window": {"head_chars": HEAD_CHARS, "tail_chars": TAIL_CHARS, "system_chars": SYSTEM_CHARS, "edge_tokens": EDGE_TOKENS},
+            "window": {
+                "head_chars": HEAD_CHARS,
+                "tail_chars": TAIL_CHARS,
+                "system_chars": SYSTEM_CHARS,
+                "head_tokens": HEAD_TOKENS,
+                "tail_tokens": TAIL_TOKENS,
+                "system_head_tokens": SYSTEM_HEAD_TOKENS,
+            },
         }
     )
     return model
@@ -365,12 +460,16 @@ def _fit(examples: Sequence[Example], config: TrainConfig) -> TaskModel:
     labels = TASK_TYPES
     index = {label: i for i, label in enumerate(labels)}
     k = len(labels)
-    encoded = [(*features(e.text, e.system), index[e.task]) for e in examples]
+    # Sorted, so that the result does not depend on set order (PYTHONHASHSEED).
+    encoded = []
+    for e in examples:
+        bag, edge = features(e.text, e.system)
+        encoded.append((sorted(bag, key=_bag_key), sorted(edge), index[e.task]))
     bag_df: Counter[Any] = Counter()
     edge_df: Counter[str] = Counter()
     for bag, edge, _ in encoded:
         bag_df.update(bag)
-        edge_df.update(set(edge))
+        edge_df.update(list(dict.fromkeys(edge)))
     bag_vocab = {f: i for i, f in enumerate(f for f, c in bag_df.items() if c >= config.min_df)}
     edge_vocab = {f: i for i, f in enumerate(f for f, c in edge_df.items() if c >= config.min_df)}
     rows = []
@@ -385,13 +484,16 @@ def _fit(examples: Sequence[Example], config: TrainConfig) -> TaskModel:
         )
     wb = [[0.0] * k for _ in bag_vocab]
     we = [[0.0] * k for _ in edge_vocab]
+    # AdaGrad: each weight's step shrinks with its own squared-gradient history, so the
+    # length-normalised bag features and the unit edge features learn at comparable rates.
+    gb = [[1e-8] * k for _ in bag_vocab]
+    ge = [[1e-8] * k for _ in edge_vocab]
     bias = [0.0] * k
     rng = random.Random(config.seed)
     order = list(range(len(rows)))
-    for epoch in range(config.epochs):
+    lr, l2 = config.learning_rate, config.l2
+    for _epoch in range(config.epochs):
         rng.shuffle(order)
-        lr = config.learning_rate / (1.0 + 0.2 * epoch)
-        decay = 1.0 - lr * config.l2
         for i in order:
             bidx, scale, eidx, y = rows[i]
             scores = list(bias)
@@ -401,16 +503,34 @@ def _fit(examples: Sequence[Example], config: TrainConfig) -> TaskModel:
                 scores = [s + t for s, t in zip(scores, map(sum, zip(*[we[f] for f in eidx])))]
             grad = _softmax(scores)
             grad[y] -= 1.0
-            step = [lr * g for g in grad]
-            bias = [b - s for b, s in zip(bias, step)]
-            sstep = [scale * s for s in step]
-            for f in bidx:
-                wb[f] = [w * decay - s for w, s in zip(wb[f], sstep)]
-            for f in eidx:
-                we[f] = [w * decay - s for w, s in zip(we[f], step)]
-    bag = {f: tuple(wb[i]) for f, i in bag_vocab.items() if max(map(abs, wb[i])) >= config.prune}
-    edge = {f: tuple(we[i]) for f, i in edge_vocab.items() if max(map(abs, we[i])) >= config.prune}
-    return TaskModel(labels=labels, bias=tuple(bias), bag=bag, edge=edge)
+            bias = [b - 0.1 * g for b, g in zip(bias, grad)]
+            for weights, history, idx, x in ((wb, gb, bidx, scale), (we, ge, eidx, 1.0)):
+                gx = [g * x for g in grad]
+                for f in idx:
+                    w, h = weights[f], history[f]
+                    step = [gi + l2 * wi for gi, wi in zip(gx, w)]
+                    h = [hi + si * si for hi, si in zip(h, step)]
+                    history[f] = h
+                    weights[f] = [wi - lr * si / math.sqrt(hi) for wi, si, hi in zip(w, step, h)]
+    return TaskModel(
+        labels=labels,
+        bias=tuple(round(b, 4) for b in bias),  # as the artifact stores them
+        bag=_centre(bag_vocab, wb, config.prune),
+        edge=_centre(edge_vocab, we, config.prune),
+    )
+
+
+def _centre(vocab: dict[Any, int], weights: list[list[float]], prune: float) -> dict[Any, tuple[float, ...]]:
+    """Each feature's weights minus their mean (the softmax cannot tell the difference),
+    rounded as the artifact stores them; features whose weights hardly differ between
+    labels (spread below ``prune``) cannot move a decision and are dropped."""
+    out = {}
+    for f, i in vocab.items():
+        w = weights[i]
+        if max(w) - min(w) >= prune:
+            mean = sum(w) / len(w)
+            out[f] = tuple(round(x - mean, 4) for x in w)
+    return out
 
 
 def _fit_temperature(model: TaskModel, examples: Sequence[Example]) -> float:

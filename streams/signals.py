@@ -1,92 +1,130 @@
-"""Enrichment: what the router can tell about a request from its content alone.
+"""Enrichment: what the router reads from a request's content, in one pass.
 
-Pure functions of the request. The task classifier here is a transparent keyword
-scorer, the seam that a learned classifier replaces; it never looks at a field the
-caller set, only at the messages.
+Every signal comes from the request itself, never from a field the caller set to steer
+routing: tokens (exact for OpenAI encodings up to a prefix, a calibrated estimate
+beyond), turns, language, the task type from a classifier trained on labelled examples
+(``classifier.py``), a complexity score, the expected size of the answer, the
+capabilities the request needs, and the kinds of sensitive data it holds (kinds only,
+never values).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 
+from turnout.schemas.fleet import ModelDeployment
 from turnout.schemas.models import ChatMessage, InferenceRequest, Signals
 
-# Characters per token for English prose and code under BPE tokenizers such as
-# cl100k: about four. Recorded as the method so that analysts know it is an estimate.
-CHARS_PER_TOKEN = 4.0
-TOKEN_METHOD = "estimate:chars/4"
-TASK_METHOD = "keywords-v1"
-PER_MESSAGE_OVERHEAD_TOKENS = 4  # role and separators, as in OpenAI's chat accounting
+from .classifier import load_default
+from .language import detect_messages_language
+from .sensitive import find_sensitive
+from .tokens import REFERENCE_ENCODING, count_message_tokens
 
-
-@dataclass(frozen=True)
-class TaskRule:
-    task_type: str
-    patterns: tuple[re.Pattern[str], ...]
-
-
-def _rule(task_type: str, *patterns: str) -> TaskRule:
-    return TaskRule(task_type, tuple(re.compile(p, re.IGNORECASE) for p in patterns))
-
-
-TASK_RULES: tuple[TaskRule, ...] = (
-    _rule(
-        "code-generation",
-        r"\b(write|implement|create|generate|build)\b.{0,40}\b(function|class|script|program|code|method|api|query)\b",
-        r"```",
-        r"\b(python|javascript|typescript|rust|golang|java|c\+\+|sql|bash)\b",
-        r"\bdef \w+\(|\bfunction \w+\(|\bclass \w+[:({]",
-    ),
-    _rule(
-        "code-review",
-        r"\b(review|refactor|lint)\b.{0,30}\b(code|function|class|diff|pull request|pr|patch|commit)\b",
-        r"\b(code review|find (the )?bugs?|code smells?)\b",
-        r"\bwhat'?s wrong with (this|my) code\b",
-    ),
-    _rule("summarization", r"\b(summari[sz]e|summary|tl;?dr|condense|key points|in (a few|three|two) sentences)\b"),
-    _rule("translation", r"\btranslate\b", r"\b(in|into|to) (french|german|spanish|italian|japanese|chinese|portuguese)\b"),
-    _rule("extraction", r"\bextract\b", r"\b(pull out|list all) (the )?(names|dates|entities|emails|fields)\b"),
-    _rule("classification", r"\b(classify|categori[sz]e|label|sentiment)\b"),
-    _rule("math-reasoning", r"\b(solve|prove|calculate|compute|equation|integral|derivative)\b", r"\d+\s*[-+*/^]\s*\d+"),
-    _rule("creative-writing", r"\b(poem|story|haiku|lyrics|limerick|fiction)\b"),
-    _rule("chit-chat", r"^\s*(hi|hello|hey|thanks|thank you|good (morning|evening)|how are you)\b"),
+# Typical answer sizes per task, in tokens; a request's max_tokens caps them.
+EXPECTED_OUTPUT = {
+    "chit-chat": 60,
+    "classification": 20,
+    "extraction": 200,
+    "question-answering": 300,
+    "summarization": 250,
+    "code-review": 500,
+    "code-generation": 600,
+    "math-reasoning": 500,
+    "creative-writing": 500,
+}
+# How hard a task is before its particulars are read, 0 to 1.
+TASK_DIFFICULTY = {
+    "chit-chat": 0.05,
+    "classification": 0.1,
+    "extraction": 0.25,
+    "translation": 0.3,
+    "summarization": 0.3,
+    "question-answering": 0.35,
+    "creative-writing": 0.4,
+    "code-review": 0.55,
+    "code-generation": 0.6,
+    "math-reasoning": 0.65,
+}
+_HARD_CUES = re.compile(
+    r"step[- ]by[- ]step|\bprove\b|\bderive\b|explain why|trade-?offs?|architecture|optimi[sz]e|edge cases|"
+    r"\bdesign\b|concurren|distributed|complexity|rigorous",
+    re.IGNORECASE,
 )
-FALLBACK_TASK = "question-answering"
+_CUE_WINDOW = 3_000  # characters of the last user turn read for difficulty cues
 
 
-def estimate_tokens(messages: list[ChatMessage]) -> int:
-    text_tokens = sum(len(m.content) for m in messages) / CHARS_PER_TOKEN
-    return int(round(text_tokens)) + PER_MESSAGE_OVERHEAD_TOKENS * len(messages)
+def fleet_tokenizer(fleet: Mapping[str, ModelDeployment] | None) -> str:
+    """Count with the fleet's encoding when all deployments share one, else o200k."""
+    names = {d.tokenizer for d in (fleet or {}).values()}
+    return names.pop() if len(names) == 1 and None not in names else REFERENCE_ENCODING
 
 
-def classify_task(messages: list[ChatMessage]) -> tuple[str, float]:
-    """Task type and a confidence in [0, 1] from the last user turn (plus the system
-    prompt, which often states the task)."""
-    text = _task_text(messages)
-    scores = {rule.task_type: sum(1 for p in rule.patterns if p.search(text)) for rule in TASK_RULES}
-    best = max(scores, key=lambda task: scores[task])
-    if scores[best] == 0:
-        return FALLBACK_TASK, 0.3
-    total = sum(scores.values())
-    return best, round(scores[best] / total, 3)
+def required_capabilities(request: InferenceRequest) -> list[str]:
+    needed = []
+    if any(m.images for m in request.messages):
+        needed.append("vision")
+    if request.tools:
+        needed.append("tools")
+    if request.response_schema:
+        needed.append("json_schema")
+    return needed
 
 
-def _task_text(messages: list[ChatMessage]) -> str:
-    """The last user turn first (patterns anchored at ``^`` see the user's own words),
-    then the system prompts."""
-    users = [m.content for m in messages if m.role == "user"]
-    systems = [m.content for m in messages if m.role == "system"]
-    return "\n".join(users[-1:] + systems)
+def expected_output_tokens(task_type: str, input_tokens: int, max_tokens: int | None) -> int:
+    if task_type == "translation":
+        guess = input_tokens
+    elif task_type == "summarization":
+        guess = max(100, min(input_tokens // 6, 800))
+    else:
+        guess = EXPECTED_OUTPUT.get(task_type, 300)
+    return min(guess, max_tokens) if max_tokens else guess
 
 
-def compute_signals(request: InferenceRequest, fleet: object = None) -> Signals:
-    task_type, confidence = classify_task(request.messages)
+def complexity(task_type: str, input_tokens: int, messages: list[ChatMessage], capabilities: Iterable[str]) -> float:
+    last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    cues = len(_HARD_CUES.findall(last_user[:_CUE_WINDOW]))
+    score = TASK_DIFFICULTY.get(task_type, 0.35)
+    score += min(0.2, math.log10(1 + input_tokens) / 25)
+    score += min(0.2, 0.1 * cues)
+    score += 0.05 * sum(1 for c in capabilities if c in ("tools", "json_schema"))
+    return round(min(1.0, score), 3)
+
+
+def sensitive_kinds(messages: list[ChatMessage]) -> list[str]:
+    found: set[str] = set()
+    for message in messages:
+        found |= find_sensitive(message.content)
+    return sorted(found)
+
+
+def compute_signals(request: InferenceRequest, fleet: Mapping[str, ModelDeployment] | None = None) -> Signals:
+    model = load_default()
+    task_type, confidence = model.predict_messages(request.messages)
+    input_tokens, token_method = count_message_tokens(request.messages, fleet_tokenizer(fleet))
+    language, language_confidence = detect_messages_language(request.messages)
+    capabilities = required_capabilities(request)
     return Signals(
         task_type=task_type,
-        task_confidence=confidence,
-        task_method=TASK_METHOD,
-        input_tokens=estimate_tokens(request.messages),
-        token_method=TOKEN_METHOD,
+        task_confidence=round(confidence, 3),
+        task_method=model.method,
+        input_tokens=input_tokens,
+        token_method=token_method,
         turns=sum(1 for m in request.messages if m.role == "user"),
+        language=language,
+        language_confidence=round(language_confidence, 3),
+        expected_output_tokens=expected_output_tokens(task_type, input_tokens, request.max_tokens),
+        complexity=complexity(task_type, input_tokens, request.messages, capabilities),
+        capabilities=capabilities,
+        sensitive_kinds=sensitive_kinds(request.messages),
     )
+
+
+def warm_up() -> None:
+    """Load the models before the first request pays for it."""
+    from . import language, tokens
+
+    load_default()
+    tokens.warm_up()
+    language.warm_up()

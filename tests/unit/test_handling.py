@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from factories import MockRegistry, full_request, make_request, make_settings
+from factories import MockRegistry, deployment, full_request, make_request, make_settings
 
 from turnout.schemas.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_STAGE, DLQ_TOPIC
 from turnout.schemas.models import InferenceResponse, RoutedRequest, RoutingEvent
@@ -87,10 +87,19 @@ def test_pinned_request_goes_to_the_pinned_model_topic(settings, codec) -> None:
     assert codec.decode(outs[0].value, RoutedRequest).decision.route == "pinned"
 
 
-def test_full_request_survives_routing(settings, codec) -> None:
+def test_full_request_survives_routing(codec) -> None:
+    capable = {name: deployment(name, capabilities=["tools", "json_schema"]) for name in ("small", "medium", "large")}
+    settings = make_settings(fleet=capable, kafka={"topic_prefix": PREFIX})
     request = full_request().model_copy(update={"model": None})
     outs = route_message(b"req-full", codec.encode(request), SOURCE, codec, settings)
     assert codec.decode(outs[0].value, RoutedRequest).request == request  # deadline was set, so nothing changes
+
+
+def test_a_request_needing_capabilities_nobody_has_is_refused(settings, codec) -> None:
+    outs = route_message(b"req-full", codec.encode(full_request().model_copy(update={"model": None})), SOURCE, codec, settings)
+    assert [o.topic for o in outs] == [f"{PREFIX}.dlq", "acme.replies", f"{PREFIX}.events"]  # the request names its reply topic
+    error = codec.decode(outs[1].value, InferenceResponse).error
+    assert error.code == "no_capable_model" and "lacks json_schema, tools" in error.message
 
 
 def test_confluent_framed_request_is_routed_and_answered_in_confluent_framing(settings) -> None:

@@ -160,8 +160,8 @@ def test_route_by_input_tokens() -> None:
     settings = make_settings(
         routes=[{"name": "long", "match": {"input_tokens": {"min": 1000}}, "model": "large"}, {"model": "small"}]
     )
-    assert routed(plan_route(make_request("x" * 4000), settings)).decision.route == "long"
-    assert routed(plan_route(make_request("x" * 3900), settings)).decision.route == "route-1"
+    assert routed(plan_route(make_request("word " * 1100), settings)).decision.route == "long"
+    assert routed(plan_route(make_request("word " * 900), settings)).decision.route == "route-1"
 
 
 def test_first_match_wins_over_later_more_specific_rules() -> None:
@@ -264,7 +264,7 @@ def test_routed_at_is_millisecond_precise() -> None:
     [
         ("Write a Python function that sorts a list", "code", ["medium", "large"]),
         ("Write a Python function for this spec:\n" + "spec line. " * 400, "long-code", ["large", "medium"]),
-        ("Summarize this article:\n" + "word " * 400, "long-summaries", ["medium", "small"]),
+        ("Summarize this article:\n" + "The council met on Monday and voted to expand the bus network. " * 40, "long-summaries", ["medium", "small"]),
         ("Summarize: the cat sat.", "default", ["small", "private", "large"]),
         ("Please review this code and refactor it", "code", ["medium", "large"]),
         ("What is the capital of France?", "default", ["small", "private", "large"]),

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from factories import make_request, system, user
 
+from turnout.schemas.fleet import ModelDeployment
 from turnout.schemas.models import ChatMessage
+from turnout.streams.classifier import load_default
 from turnout.streams.signals import (
-    FALLBACK_TASK,
-    PER_MESSAGE_OVERHEAD_TOKENS,
-    TASK_METHOD,
-    TOKEN_METHOD,
-    classify_task,
+    complexity,
     compute_signals,
-    estimate_tokens,
+    expected_output_tokens,
+    fleet_tokenizer,
+    required_capabilities,
 )
 
 
@@ -21,116 +23,84 @@ from turnout.streams.signals import (
     ("text", "task"),
     [
         ("Write a Python function that reverses a linked list", "code-generation"),
-        ("```\nprint('x')\n```", "code-generation"),
-        ("def parse(line): return line.split()", "code-generation"),
-        ("Please review this diff and refactor it", "code-review"),
-        ("What's wrong with my code?", "code-review"),
-        ("Summarize the following article in three sentences.", "summarization"),
-        ("tl;dr please", "summarization"),
+        ("Please review this diff and point out the bugs:\n```diff\n- a = 1\n+ a = 2\n```", "code-review"),
+        ("Summarize the following article in three sentences: the council met on Monday and voted.", "summarization"),
         ("Translate 'good night' into Japanese", "translation"),
-        ("Extract every date from this contract", "extraction"),
-        ("Classify the sentiment of this tweet", "classification"),
-        ("Solve the equation 3x + 5 = 20", "math-reasoning"),
-        ("What is 17 * 23?", "math-reasoning"),
-        ("Compose a haiku about autumn", "creative-writing"),
-        ("Hello! how are you today?", "chit-chat"),
-        ("thanks a lot", "chit-chat"),
+        ("Hi there! How are you doing today?", "chit-chat"),
+        ("Solve 3x + 7 = 22 and show each step", "math-reasoning"),
+        ("Write a haiku about railway switches", "creative-writing"),
     ],
 )
-def test_classifies_from_the_last_user_message(text: str, task: str) -> None:
-    assert classify_task([user(text)])[0] == task
+def test_task_type_comes_from_the_content(text: str, task: str) -> None:
+    signals = compute_signals(make_request(text))
+    assert signals.task_type == task
+    assert 0 < signals.task_confidence <= 1
+    assert signals.task_method == load_default().method  # the learned model, versioned
 
 
-def test_unrecognised_content_falls_back_with_low_confidence() -> None:
-    assert classify_task([user("What is the capital of France?")]) == (FALLBACK_TASK, 0.3)
-    assert FALLBACK_TASK == "question-answering"
+def test_caller_fields_do_not_steer_the_task() -> None:
+    plain = compute_signals(make_request("Write a haiku about trains"))
+    steered = compute_signals(make_request("Write a haiku about trains", metadata={"task_type": "code-generation"}, model="large"))
+    assert steered.task_type == plain.task_type == "creative-writing"
 
 
-def test_confidence_is_the_winning_share_of_all_matches() -> None:
-    # code-generation matches two patterns (write…function, python), summarization one
-    task, confidence = classify_task([user("Write a Python function and summarize what it does")])
-    assert task == "code-generation"
-    assert confidence == pytest.approx(2 / 3, abs=1e-3)
-    assert classify_task([user("Translate this into French")]) == ("translation", 1.0)
+def test_tokens_are_exact_for_short_prompts_and_estimated_beyond_the_prefix() -> None:
+    short = compute_signals(make_request("What is the capital of France?"))
+    assert short.token_method == "exact:o200k_base" and 5 < short.input_tokens < 20
+    long = compute_signals(make_request("The quick brown fox jumps over the lazy dog. " * 200))
+    assert long.token_method.startswith("estimate:") and 1_700 < long.input_tokens < 2_300
 
 
-def test_only_the_last_user_turn_counts() -> None:
-    messages = [
-        user("Translate this into German: Guten Tag"),
-        ChatMessage(role="assistant", content="Write a Python function"),
-        user("What is the capital of France?"),
-    ]
-    assert classify_task(messages)[0] == FALLBACK_TASK
+def test_fleet_tokenizer_is_shared_or_the_reference() -> None:
+    def d(tok):
+        return ModelDeployment(provider="simulated", served_model="m", tokenizer=tok)
+
+    assert fleet_tokenizer({"a": d("cl100k_base"), "b": d("cl100k_base")}) == "cl100k_base"
+    assert fleet_tokenizer({"a": d("cl100k_base"), "b": d(None)}) == "o200k_base"
+    assert fleet_tokenizer(None) == "o200k_base"
 
 
-def test_assistant_and_tool_turns_are_ignored() -> None:
-    messages = [
-        user("What is the capital of France?"),
-        ChatMessage(role="assistant", content="Summarize summarize tl;dr key points"),
-        ChatMessage(role="tool", content="translate into french", name="t"),
-    ]
-    assert classify_task(messages)[0] == FALLBACK_TASK
+def test_turns_language_and_sensitive_kinds() -> None:
+    request = make_request(None, messages=[
+        system("Tu es un assistant."),
+        user("Bonjour, pouvez-vous m'aider ?"),
+        ChatMessage(role="assistant", content="Oui."),
+        user("Écrivez à marie.dupont@example.fr au sujet de la facture, s'il vous plaît."),
+    ])
+    signals = compute_signals(request)
+    assert signals.turns == 2
+    assert signals.language == "fr" and signals.language_confidence > 0.5
+    assert signals.sensitive_kinds == ["email"]
 
 
-def test_system_prompt_states_the_task() -> None:
-    messages = [system("You summarize documents for busy executives."), user("Q3 revenue grew by a lot.")]
-    assert classify_task(messages)[0] == "summarization"
+def test_sensitive_data_anywhere_in_the_conversation_is_found_but_never_recorded() -> None:
+    key = "sk-proj-4f9aQ2mZ7LxR8tB1nV6cK3wE0yH5uJ2s"
+    request = make_request(None, messages=[system(f"Use api_key={key}"), user("Card 4111 1111 1111 1111 please")])
+    signals = compute_signals(request)
+    assert signals.sensitive_kinds == ["payment_card", "secret"]
+    assert key not in json.dumps(signals.model_dump())
 
 
-def test_greeting_after_a_system_prompt_is_chit_chat() -> None:
-    messages = [system("You are a helpful assistant."), user("hello, how are you?")]
-    assert classify_task(messages)[0] == "chit-chat"
-
-
-def test_classification_ignores_caller_fields() -> None:
-    """Only the messages count: no metadata, pinned model or tenant name can steer the task type."""
-    plain = make_request("What is the capital of France?")
-    steered = make_request(
-        "What is the capital of France?",
-        tenant="code-generation",
-        model="large",
-        metadata={"task_type": "code-generation", "task": "summarization"},
-        response_schema='{"description": "summarize"}',
-        tools='[{"type": "function", "function": {"name": "write_python_code"}}]',
-        reply_topic="translate.into.french",
-    )
-    assert compute_signals(steered) == compute_signals(plain)
-    assert compute_signals(steered).task_type == FALLBACK_TASK
-
-
-def test_estimate_tokens_is_chars_over_four_plus_overhead() -> None:
-    assert estimate_tokens([user("x" * 400)]) == 100 + PER_MESSAGE_OVERHEAD_TOKENS
-    assert estimate_tokens([system("a" * 40), user("b" * 80)]) == 30 + 2 * PER_MESSAGE_OVERHEAD_TOKENS
-    assert estimate_tokens([user("")]) == PER_MESSAGE_OVERHEAD_TOKENS
-
-
-def test_estimate_tokens_counts_every_role_and_grows_with_content() -> None:
-    short = estimate_tokens([user("hello")])
-    longer = estimate_tokens([user("hello " * 1000)])
-    assert longer > short
-    with_history = estimate_tokens([user("a" * 100), ChatMessage(role="assistant", content="b" * 100), user("c" * 100)])
-    assert with_history == 75 + 3 * PER_MESSAGE_OVERHEAD_TOKENS
-
-
-def test_compute_signals() -> None:
+def test_required_capabilities() -> None:
     request = make_request(
         None,
-        messages=[
-            system("You are a coding assistant."),
-            user("hi"),
-            ChatMessage(role="assistant", content="hello"),
-            user("Write a Python function that adds two numbers" + " " * 11),
-        ],
+        messages=[ChatMessage(role="user", content="What is in this picture?", images=["https://example.com/a.png"])],
+        tools=json.dumps([{"type": "function", "function": {"name": "f"}}]),
+        response_schema=json.dumps({"type": "object"}),
     )
-    signals = compute_signals(request)
-    assert signals.task_type == "code-generation"
-    assert 0 < signals.task_confidence <= 1
-    assert signals.task_method == TASK_METHOD == "keywords-v1"
-    assert signals.token_method == TOKEN_METHOD == "estimate:chars/4"
-    assert signals.input_tokens == estimate_tokens(request.messages)
-    assert signals.turns == 2  # user turns only
+    assert required_capabilities(request) == ["vision", "tools", "json_schema"]
+    assert required_capabilities(make_request("hi")) == []
+    assert compute_signals(request).capabilities == ["vision", "tools", "json_schema"]
 
 
-def test_compute_signals_is_deterministic() -> None:
-    request = make_request("Summarize this please")
-    assert compute_signals(request) == compute_signals(request.model_copy())
+def test_expected_output_follows_the_task_and_the_cap() -> None:
+    assert expected_output_tokens("classification", 500, None) == 20
+    assert expected_output_tokens("translation", 700, None) == 700
+    assert expected_output_tokens("summarization", 6_000, None) == 800
+    assert expected_output_tokens("code-generation", 10, 128) == 128
+
+
+def test_complexity_grows_with_difficulty_cues_and_length() -> None:
+    easy = complexity("chit-chat", 5, [user("hi")], [])
+    hard = complexity("code-generation", 3_000, [user("Design a distributed cache, step by step, with trade-offs")], ["tools"])
+    assert 0 <= easy < 0.2 < 0.8 < hard <= 1
