@@ -70,15 +70,19 @@ def turnout_decide(config: Path = DEV_TOML) -> tuple[Callable[[Any], Any], Calla
     """The engine under test: ``decide(request) -> RoutedRequest | Refusal`` and a
     function naming the model a decision chose. Swap the routing engine here."""
     from turnout.schemas.settings import load_settings
-    from turnout.streams.rules import Refusal, plan_route
+    from turnout.streams.rules import context_from, decide as route
+    from turnout.streams.signals import warm_up
 
     settings = load_settings(config)
+    ctx = context_from(settings)  # the router builds one per batch, not per request
+    deadline_s = settings.router.default_deadline_s
+    warm_up()
 
     def decide(request: Any) -> Any:
-        return plan_route(request, settings)
+        return route(request, ctx, deadline_s)
 
     def chosen(outcome: Any) -> str:
-        return "refused" if isinstance(outcome, Refusal) else outcome.plan[0].model
+        return "refused" if outcome.slip is None else outcome.slip.plan[0].model
 
     return decide, chosen
 

@@ -34,6 +34,7 @@ from .follow import follow
 from .handling import Outgoing, Source, route_message
 from .health import HealthView
 from .policy_store import PolicyStore
+from .signals import warm_up
 from .spend import SpendView, billable, month_of, spend_key
 from .transport import RouterApp
 
@@ -144,6 +145,7 @@ class RequestLoop:
             max_poll_records=self.settings.router.batch_size,
         )
         producer = AIOKafkaProducer(**producer_options(kafka, "router"))
+        await asyncio.to_thread(warm_up)  # load the classifier, tokenizer and language model before the first request
         await producer.start()
         await self.state.policies.ready.wait()  # never route on a stale version after a restart
         await consumer.start()
