@@ -295,6 +295,28 @@ def route_explain(config: str | None, prompt: str | None, tenant: str, model: st
         sys.exit(3)
 
 
+@cli.group()
+def classifier() -> None:
+    """The learned task classifier of the routing signals."""
+
+
+@classifier.command("evaluate", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def classifier_evaluate(args: tuple[str, ...]) -> None:
+    """Accuracy on the held-out split the training never sees (--json for JSON)."""
+    from turnout.streams.classifier import main as classifier_main
+
+    sys.exit(classifier_main(["evaluate", *args]))
+
+
+@classifier.command("train")
+def classifier_train() -> None:
+    """Retrain on the training split and write the model shipped with the router."""
+    from turnout.streams.classifier import main as classifier_main
+
+    sys.exit(classifier_main(["train"]))
+
+
 @cli.command("config")
 @config_option
 def show_config(config: str | None) -> None:
