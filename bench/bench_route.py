@@ -39,7 +39,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -50,19 +49,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prompts  # noqa: E402  (bench/ is not a package: the scripts run from anywhere)
+from runinfo import revision  # noqa: E402
 
 DEV_TOML = Path(__file__).resolve().parents[1] / "turnout" / "defaults" / "dev.toml"
-
-
-def revision() -> str:
-    """The checkout measured: commit, plus '+dirty' when the work tree has changes."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (commit or "unknown") + ("+dirty" if dirty else "")
 
 
 # -- Turnout -------------------------------------------------------------------------------

@@ -63,22 +63,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prompts  # noqa: E402
+from runinfo import revision  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_TOML = REPO / "turnout" / "defaults" / "dev.toml"
 PREFIX = "bench"
 CEILING_GROUP = "bench-ceiling"
-
-
-def revision() -> str:
-    """The checkout measured: commit, plus '+dirty' when the work tree has changes."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (commit or "unknown") + ("+dirty" if dirty else "")
 
 
 @contextmanager
