@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from turnout.analytics.store import open_client
-from turnout.producers.client import TurnoutClient, new_request
+from turnout.producers.client import ResponseTimeout, TurnoutClient, new_request
 from turnout.schemas.kafka import DLQ_REASON, DLQ_STAGE
 from turnout.schemas.models import DeploymentHealth, InferenceResponse
 from turnout.schemas.serde import AvroCodec
@@ -72,6 +72,21 @@ async def test_a_failing_primary_falls_back_along_the_plan(stack):
     assert response.routing.selected_model == "flaky"
     assert response.model == "small"
     assert response.routing.fallback_path == ["flaky", "small"]
+
+
+SHADOWED: list[str] = []
+
+
+async def test_a_shadow_copy_is_served_but_never_returned(stack):
+    request = new_request("What is the longest river in Europe?", "acme", metadata={"lane": "shadow"})
+    async with TurnoutClient(stack.settings.kafka) as client:
+        ids = await client.publish([request])
+        first = (await client.gather(ids, TIMEOUT_S))[request.id]
+        with pytest.raises(ResponseTimeout):  # nothing else ever answers this id
+            await client.gather([request.id], 3)
+    SEEN[request.id] = first
+    SHADOWED.append(request.id)
+    assert (first.model, first.routing.route) == ("small", "with-shadow")
 
 
 async def test_a_pinned_model_overrides_the_rules(stack):
@@ -158,7 +173,7 @@ async def test_every_outcome_lands_in_clickhouse_once(stack):
     ids = list(SEEN)
     rows = client.query(
         f"SELECT request_id, kind, model, cost_usd FROM {db}.routing_events FINAL "
-        "WHERE kind IN ('completion', 'failure') AND request_id IN {ids:Array(String)}",
+        "WHERE kind IN ('completion', 'failure') AND shadow = 0 AND request_id IN {ids:Array(String)}",
         parameters={"ids": ids},
     ).result_rows
     assert sorted(r[0] for r in rows) == sorted(ids)  # one final outcome per answered request, no duplicates
@@ -168,7 +183,7 @@ async def test_every_outcome_lands_in_clickhouse_once(stack):
         assert cost == pytest.approx(SEEN[request_id].cost_usd)
 
     decisions = client.query(
-        f"SELECT count() FROM {db}.routing_events FINAL WHERE kind = 'decision' AND request_id IN {{ids:Array(String)}}",
+        f"SELECT count() FROM {db}.routing_events FINAL WHERE kind = 'decision' AND shadow = 0 AND request_id IN {{ids:Array(String)}}",
         parameters={"ids": ids},
     ).result_rows[0][0]
     assert decisions == len(ids)
@@ -176,6 +191,11 @@ async def test_every_outcome_lands_in_clickhouse_once(stack):
         f"SELECT count() FROM {db}.routing_events FINAL WHERE kind = 'attempt' AND model = 'flaky' AND status = 'error'"
     ).result_rows[0][0]
     assert fallback_attempts == 2  # max_retries = 1: two failed calls before moving to the fallback
+    shadow_rows = client.query(
+        f"SELECT model, kind FROM {db}.routing_events FINAL WHERE shadow = 1 AND request_id IN {{ids:Array(String)}} ORDER BY kind",
+        parameters={"ids": SHADOWED},
+    ).result_rows
+    assert shadow_rows == [("medium", "attempt"), ("medium", "completion"), ("medium", "decision")]  # served and recorded
 
 
 def test_turnout_report_prints_per_model_and_per_route_figures(stack, monkeypatch):
@@ -195,7 +215,9 @@ def test_turnout_report_prints_per_model_and_per_route_figures(stack, monkeypatc
     answered = [r for r in SEEN.values() if r.status == "ok"]
     assert sum(row["requests"] for row in by_model.values()) == len(answered)
     assert by_model["flaky"]["failed_attempts"] == 2 and by_model["flaky"]["requests"] == 0
-    assert by_model["medium"]["cost_usd"] == pytest.approx(sum(r.cost_usd for r in answered if r.model == "medium"), rel=1e-6, abs=1e-6)
+    answered_medium = [r for r in answered if r.model == "medium"]
+    assert by_model["medium"]["requests"] == len(answered_medium)  # the shadow copy answered nobody...
+    assert by_model["medium"]["cost_usd"] > sum(r.cost_usd for r in answered_medium)  # ...but it was paid for
     routes = {row["route"]: row for row in report["by route"]}
     assert routes["always-failing-primary"]["fell_back"] == 1
     assert {"code", "default", "pinned"} <= set(routes)
