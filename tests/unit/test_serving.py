@@ -306,3 +306,42 @@ async def test_a_malformed_200_never_raises_out_of_serve():
     assert not outcome.answered
     assert events_of(outcome.messages, "attempt")[0].error_kind == "malformed_response"
 
+
+
+# -- escalation (the cascade) -------------------------------------------------------------------
+def cascade_slip(**overrides):
+    from turnout.schemas.models import PlanStep
+
+    slip = make_slip(plan=("a", "b"))
+    plan = [*slip.plan, PlanStep(model="c", role="escalation", when=["truncated"])]
+    return slip.model_copy(update={"plan": plan, **overrides})
+
+
+async def test_a_cut_off_answer_escalates_along_the_plan_instead_of_answering():
+    script = Script(ok(content="half an answer", finish_reason="length"))
+    outcome = await run(cascade_slip(), make_deployment(script))
+    assert not outcome.answered and responses(outcome) == []
+    [forwarded] = on_topic(outcome.messages, "tt.model.c")
+    assert forwarded.record.step == 2 and forwarded.record.current.role == "escalation"
+    assert [a.status for a in forwarded.record.attempts] == ["ok"]  # the cut-off call is on the slip, and was paid for
+    assert events_of(outcome.messages, "attempt")[0].cost_usd > 0
+
+
+async def test_a_complete_answer_does_not_escalate_and_failures_skip_the_escalation_step():
+    done = await run(cascade_slip(), make_deployment(Script(ok(content="all of it"))))
+    assert done.answered and responses(done)[0].content == "all of it"
+    failing = await run(cascade_slip(), make_deployment(Script(status(400)), max_retries=0))
+    assert on_topic(failing.messages, "tt.model.b") and not on_topic(failing.messages, "tt.model.c")  # fallback, not escalation
+
+
+async def test_the_escalation_step_answers_when_cut_off_again():
+    slip = cascade_slip(step=2)
+    outcome = await run(slip, make_deployment(Script(ok(content="still long", finish_reason="length")), model_id="c"))
+    assert outcome.answered and responses(outcome)[0].finish_reason == "length"
+
+
+async def test_a_shadow_copy_is_recorded_but_never_answers_the_caller():
+    outcome = await run(make_slip(plan=("a",), shadow=True), make_deployment(Script(ok(content="shadow answer"))))
+    assert outcome.answered and responses(outcome) == []
+    [completion] = events_of(outcome.messages, "completion")
+    assert completion.shadow and completion.event_id == "req-1:shadow:completion:0"  # apart from the primary's rows
