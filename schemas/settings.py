@@ -36,10 +36,7 @@ class ConfigError(ValueError):
     """Configuration that cannot run; the message lists every bad key."""
 
 
-_Section = Section
-
-
-class KafkaSettings(_Section):
+class KafkaSettings(Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     topic_prefix: str = "turnout"
     partitions: int = Field(default=3, ge=1, description="partitions of each topic Turnout creates")
@@ -74,7 +71,7 @@ class KafkaSettings(_Section):
         return value
 
 
-class ClickHouseSettings(_Section):
+class ClickHouseSettings(Section):
     dsn: SecretStr = Field(
         default=SecretStr("chdb://.turnout/chdb"),
         description="chdb:///abs/dir or chdb://rel/dir for the embedded engine, http(s)://user:pass@host:8123 for a server",
@@ -93,7 +90,7 @@ class ClickHouseSettings(_Section):
         return value
 
 
-class RouterSettings(_Section):
+class RouterSettings(Section):
     policy_version: str = "v1"
     default_deadline_s: float = Field(default=300.0, gt=0)
     batch_size: int = Field(default=200, ge=1)
@@ -101,7 +98,7 @@ class RouterSettings(_Section):
     group_id: str = "turnout-router"
 
 
-class WorkerSettings(_Section):
+class WorkerSettings(Section):
     batch_size: int = Field(default=100, ge=1)
     poll_timeout_ms: int = Field(default=200, ge=1)
     health_interval_s: float = Field(default=2.0, gt=0, description="how often a replica reports on the health topic")
@@ -113,13 +110,13 @@ class WorkerSettings(_Section):
     dedup_capacity: int = Field(default=100_000, ge=0, description="request ids remembered as answered")
 
 
-class SinkSettings(_Section):
+class SinkSettings(Section):
     batch_size: int = Field(default=5_000, ge=1)
     flush_interval_s: float = Field(default=1.0, gt=0)
     group_id: str = "turnout-analytics-sink"
 
 
-class SimulatorProfile(_Section):
+class SimulatorProfile(Section):
     latency_ms: float = Field(default=40.0, ge=0)
     latency_jitter_ms: float = Field(default=10.0, ge=0)
     error_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls answered 500")
@@ -128,7 +125,7 @@ class SimulatorProfile(_Section):
     output_tokens: int = Field(default=48, ge=1)
 
 
-class SimulatorSettings(_Section):
+class SimulatorSettings(Section):
     url: str | None = Field(default=None, description="where workers reach the simulator, ending in /v1")
     host: str = "127.0.0.1"
     port: int = Field(default=8900, ge=0, le=65535)
@@ -200,7 +197,7 @@ class Settings(BaseSettings):
         )
 
     def route_name(self, index: int) -> str:
-        return self.routes[index].name or f"route-{index}"
+        return self.policy.route_name(index)
 
     def simulator_url(self) -> str:
         if self.simulator.url:
@@ -251,7 +248,6 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
 
 
 def load_policy(path: str | Path, fleet: set[str]) -> Policy:
