@@ -108,3 +108,45 @@ def test_every_step_of_every_plan_can_serve_the_request(scenario):
     steps = [step.model for step in selection.plan]
     assert len(steps) == len(set(steps)), "no model twice in a plan"
     assert sorted(c.model for c in selection.candidates) == sorted({request.model} if request.model else set(ctx.fleet))
+
+
+# -- end to end through the real signal extraction -----------------------------------------
+SENSITIVE_VALUES = {
+    "email": st.from_regex(r"[a-z]{3,8}\.[a-z]{3,8}@(example|corp|mail)\.(com|org|fr)", fullmatch=True),
+    "payment_card": st.sampled_from(["4111 1111 1111 1111", "5500-0000-0000-0004", "3782 822463 10005"]),
+    "iban": st.sampled_from(["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "FR1420041010050500013M02606"]),
+    "secret": st.sampled_from(["sk-proj-4f9aQ2mZ7LxR8tB1nV6cK3wE0yH5uJ2s", "AKIAIOSFODNN7EXAMPLE", "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"]),
+}
+FILLER = st.text(alphabet=st.sampled_from("abcdefghij klmnop,.?"), max_size=200)
+
+
+@st.composite
+def prompts_with_sensitive_data(draw):
+    kinds = draw(st.lists(st.sampled_from(sorted(SENSITIVE_VALUES)), min_size=1, max_size=3, unique=True))
+    parts = [draw(FILLER)]
+    for kind in kinds:
+        parts += [draw(SENSITIVE_VALUES[kind]), draw(FILLER)]
+    return kinds, " ".join(parts)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prompts_with_sensitive_data(), st.sampled_from(["default", "acme-eu"]))
+def test_real_prompts_with_sensitive_data_never_reach_a_forbidden_deployment(sample, tenant):
+    from turnout.schemas.settings import load_settings
+    from turnout.streams.rules import context_from, decide
+
+    kinds, text = sample
+    dev = load_settings("turnout/defaults/dev.toml")
+    ctx = context_from(dev)
+    request = InferenceRequest(id="p", tenant=tenant, messages=[ChatMessage(role="user", content=text)], created_at=NOW)
+    decision = decide(request, ctx, 60, now=NOW)
+    assert set(kinds) <= set(decision.signals.sensitive_kinds), "every planted kind is found"
+    policy = ctx.policy.tenant(tenant)
+    rules = {policy.sensitive.get(kind, "allow") for kind in decision.signals.sensitive_kinds}
+    if "block" in rules:
+        assert decision.slip is None and decision.selection.refusal.code == "policy_refused"
+        return
+    for model in served_models(decision.selection):
+        deployment = dev.fleet[model]
+        assert "on_prem" not in rules or deployment.on_prem
+        assert policy.regions is None or deployment.region in policy.regions
