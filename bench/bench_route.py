@@ -12,9 +12,10 @@ tasks LiteLLM schedules, is paid for in the rate, not hidden). The last line is
 
 What is compared, and why that pair gives the ratio
 ---------------------------------------------------
-Turnout's side is ``decide(request)`` from ``turnout_decide()``: today
-``plan_route(request, settings)``, which reads the content (task type, token estimate),
-applies the rules and returns the routing slip (primary model plus fallbacks).
+Turnout's side is ``decide(request)`` from ``turnout_decide()``: ``streams.rules.decide``
+on the configured policy, which computes every signal from the content (tokens,
+language, task type, sensitive kinds, capabilities), selects under the policy and
+returns the routing slip (primary, fallbacks, escalation, shadows).
 
 LiteLLM's Router decides only when asked for a deployment: ``async_get_available_deployment``
 is the call its ``acompletion`` makes to pick where a request goes, without the

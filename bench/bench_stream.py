@@ -308,16 +308,18 @@ def breakdown(values: list[tuple[bytes, bytes]], settings: Any, sample: int) -> 
     from turnout.schemas.models import InferenceRequest
     from turnout.schemas.serde import codec_for
     from turnout.streams.handling import Source, route_message
-    from turnout.streams.rules import Refusal, plan_route
+    from turnout.streams.rules import context_from, decide
 
     codec = codec_for(settings.kafka)
+    ctx = context_from(settings)  # the router builds one per batch, as here
+    deadline_s = settings.router.default_deadline_s
     chosen = values[:sample]
     for key, value in chosen[:200]:  # warm-up
-        route_message(key, value, Source("requests", 0, 0), codec, settings)
+        route_message(key, value, Source("requests", 0, 0), codec, settings, ctx)
     t = time.perf_counter()
     outputs = 0
     for i, (key, value) in enumerate(chosen):
-        outputs += len(route_message(key, value, Source("requests", 0, i), codec, settings))
+        outputs += len(route_message(key, value, Source("requests", 0, i), codec, settings, ctx))
     whole = (time.perf_counter() - t) / len(chosen)
 
     stages: Counter[str] = Counter()
@@ -326,9 +328,9 @@ def breakdown(values: list[tuple[bytes, bytes]], settings: Any, sample: int) -> 
         t0 = clock()
         request = codec.decode(value, InferenceRequest)
         t1 = clock()
-        slip = plan_route(request, settings)
+        slip = decide(request, ctx, deadline_s).slip
         t2 = clock()
-        if not isinstance(slip, Refusal):
+        if slip is not None:
             codec.encode(slip)
             t3 = clock()
             codec.encode(decision_event(slip))
@@ -336,7 +338,7 @@ def breakdown(values: list[tuple[bytes, bytes]], settings: Any, sample: int) -> 
             stages["encode slip"] += t3 - t2
             stages["build + encode decision event"] += t4 - t3
         stages["decode request (Avro + pydantic)"] += t1 - t0
-        stages["decide (plan_route)"] += t2 - t1
+        stages["decide (signals + selection)"] += t2 - t1
     lines = [f"in-process route_message on {len(chosen)} of the same messages: {1 / whole:,.0f} msg/s ({whole * 1e6:.0f} µs each, {outputs / len(chosen):.2f} outputs each)"]
     lines += [f"    {v / len(chosen) * 1e6:7.0f} µs  {k}" for k, v in stages.items()]
     return 1 / whole, lines

@@ -5,6 +5,7 @@ serve the request."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -129,15 +130,23 @@ def prompts_with_sensitive_data(draw):
     return kinds, " ".join(parts)
 
 
+@lru_cache(maxsize=1)
+def dev_context():
+    """The bundled configuration, read once for every generated example."""
+    from turnout.schemas.settings import load_settings
+    from turnout.streams.rules import context_from
+
+    dev = load_settings("turnout/defaults/dev.toml")
+    return dev, context_from(dev)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(prompts_with_sensitive_data(), st.sampled_from(["default", "acme-eu"]))
 def test_real_prompts_with_sensitive_data_never_reach_a_forbidden_deployment(sample, tenant):
-    from turnout.schemas.settings import load_settings
-    from turnout.streams.rules import context_from, decide
+    from turnout.streams.rules import decide
 
     kinds, text = sample
-    dev = load_settings("turnout/defaults/dev.toml")
-    ctx = context_from(dev)
+    dev, ctx = dev_context()
     request = InferenceRequest(id="p", tenant=tenant, messages=[ChatMessage(role="user", content=text)], created_at=NOW)
     decision = decide(request, ctx, 60, now=NOW)
     assert set(kinds) <= set(decision.signals.sensitive_kinds), "every planted kind is found"
