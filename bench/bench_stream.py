@@ -9,7 +9,7 @@ One run, one embedded broker (Tansu, memory storage, started here):
    phase below reads all of them, in its own consumer group, in its own process.
 2. (a) Ceiling: the leanest consume-and-produce loop aiokafka allows (``getmany``,
    ``send`` without awaiting each record, one flush and one commit per batch; the
-   producer options Turnout's clients use: acks=all, gzip, linger 5 ms), copying every
+   producer options Turnout's clients use: acks=all, the configured compression, linger 5 ms), copying every
    request to ``<prefix>.bench-ceiling``.
 3. (b) faust floor (skip with ``--no-faust``): a faust app shaped like the router
    (same transport, ``take_events`` batches of the configured size, ``producer.send``
@@ -86,7 +86,7 @@ def environ(values: dict[str, str]) -> Iterator[None]:
 
 
 # -- the ceiling: a bare aiokafka consume-and-produce loop (runs as its own process) ----------
-async def ceiling_worker(bootstrap: str, source: str, target: str, n: int, fetch_max_wait_ms: int) -> None:
+async def ceiling_worker(bootstrap: str, source: str, target: str, n: int, fetch_max_wait_ms: int, compression: str) -> None:
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
@@ -97,7 +97,7 @@ async def ceiling_worker(bootstrap: str, source: str, target: str, n: int, fetch
         fetch_max_wait_ms=fetch_max_wait_ms,
     )
     # The options Turnout's own aiokafka producers use (turnout.schemas.kafka.producer_options).
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-ceiling", acks="all", linger_ms=5, compression_type="gzip")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-ceiling", acks="all", linger_ms=5, compression_type=_codec(compression))
     await consumer.start()
     await producer.start()
     seen, first, batches = 0, 0.0, 0
@@ -118,9 +118,14 @@ async def ceiling_worker(bootstrap: str, source: str, target: str, n: int, fetch
         await consumer.stop()
 
 
+def _codec(compression: str) -> str | None:
+    """``kafka.compression_type`` as aiokafka takes it (``none`` is ``None``)."""
+    return None if compression == "none" else compression
+
+
 # -- faust's own floor: the router's agent shape with no routing (runs as its own process) -------
-def faust_worker(bootstrap: str, source: str, target: str, batch_size: int, window_s: float, fetch_max_wait_ms: int) -> None:
-    """A faust app configured like the router (same transport, serializers, acks, gzip,
+def faust_worker(bootstrap: str, source: str, target: str, batch_size: int, window_s: float, fetch_max_wait_ms: int, compression: str) -> None:
+    """A faust app configured like the router (same transport, serializers, acks, compression,
     ``take_events`` batches, ``app.producer.send`` then one gather per batch) that forwards
     each request's bytes to ``target`` unchanged: what faust itself allows here."""
     import faust
@@ -140,7 +145,7 @@ def faust_worker(bootstrap: str, source: str, target: str, batch_size: int, wind
         broker_heartbeat_interval=3.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_compression_type="gzip",
+        producer_compression_type=_codec(compression),
         web_enabled=False,
         datadir=tempfile.mkdtemp(prefix="bench-faust-"),
     )
@@ -447,7 +452,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         encode_s = time.perf_counter() - t
         size = sum(len(v) for _, v in values)
         print(f"  encoded {len(values)} requests in {encode_s:.2f}s ({len(values) / encode_s:,.0f}/s), {size / 1e6:.1f} MB of Avro, {size / len(values):,.0f} B mean")
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-publish", acks="all", linger_ms=5, compression_type="gzip")
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-publish", acks="all", linger_ms=5, compression_type=_codec(kafka.compression_type))
         await producer.start()
         t = time.perf_counter()
         await asyncio.gather(*[await producer.send(topics.requests, value, key=key) for key, value in values])
@@ -458,7 +463,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # (a) the ceiling
         print("\n(a) ceiling: bare aiokafka consume -> produce -> commit (getmany, send without awaiting each, flush, commit), its own process")
         ceiling = subprocess.Popen(
-            [sys.executable, __file__, "--ceiling-worker", bootstrap, topics.requests, ceiling_topic, str(args.n), str(kafka.fetch_max_wait_ms)],
+            [sys.executable, __file__, "--ceiling-worker", bootstrap, topics.requests, ceiling_topic, str(args.n), str(kafka.fetch_max_wait_ms), kafka.compression_type],
             stdout=subprocess.PIPE,
             stderr=open(workdir / "ceiling.log", "ab"),
             stdin=subprocess.DEVNULL,
@@ -481,7 +486,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"\n(b) faust floor: the router's agent shape (take_events({router.batch_size}), producer.send, gather) forwarding bytes, no routing")
             faust_span = await measure_process(
                 "faust",
-                [sys.executable, __file__, "--faust-worker", bootstrap, topics.requests, faust_topic, str(router.batch_size), str(router.batch_window_s), str(kafka.fetch_max_wait_ms)],
+                [sys.executable, __file__, "--faust-worker", bootstrap, topics.requests, faust_topic, str(router.batch_size), str(router.batch_window_s), str(kafka.fetch_max_wait_ms), kafka.compression_type],
                 {},
                 bootstrap,
                 [faust_topic],
@@ -553,12 +558,12 @@ def _utcnow() -> Any:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--ceiling-worker":
-        bootstrap, source, target, n, wait_ms = sys.argv[2:7]
-        asyncio.run(ceiling_worker(bootstrap, source, target, int(n), int(wait_ms)))
+        bootstrap, source, target, n, wait_ms, compression = sys.argv[2:8]
+        asyncio.run(ceiling_worker(bootstrap, source, target, int(n), int(wait_ms), compression))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--faust-worker":
-        bootstrap, source, target, batch, window, wait_ms = sys.argv[2:8]
-        faust_worker(bootstrap, source, target, int(batch), float(window), int(wait_ms))
+        bootstrap, source, target, batch, window, wait_ms, compression = sys.argv[2:9]
+        faust_worker(bootstrap, source, target, int(batch), float(window), int(wait_ms), compression)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20_000, help="requests published and routed")

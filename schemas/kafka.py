@@ -43,7 +43,7 @@ def consumer_options(kafka: KafkaSettings, role: str, group_id: str | None) -> d
 def producer_options(kafka: KafkaSettings, role: str) -> dict[str, Any]:
     # acks=all and no idempotence: Tansu does not implement InitProducerId, so Turnout
     # is at-least-once and every consumer deduplicates by request id.
-    return {**client_options(kafka, role), "acks": "all", "linger_ms": 5, "compression_type": "gzip"}
+    return {**client_options(kafka, role), "acks": "all", "linger_ms": 5, "compression_type": None if kafka.compression_type == "none" else kafka.compression_type}
 
 
 def dlq_headers(reason: str, stage: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:

@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -54,6 +54,10 @@ class KafkaSettings(Section):
         ge=1,
         le=30_000,
         description="longest a fetch waits for data; Tansu answers only when it expires, so it bounds consumer latency",
+    )
+    compression_type: Literal["gzip", "lz4", "zstd", "snappy", "none"] = Field(
+        default="lz4",
+        description="producer batch compression; lz4 costs the router's one core about a fifth of gzip for a similar ratio on prompts",
     )
 
     @model_validator(mode="after")

@@ -226,7 +226,7 @@ class TaskModel:
     temperature: float = 1.0
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def method(self) -> str:
         """What analysts see as ``task_method``: the algorithm and the artifact's identity."""
         return f"{METHOD}@{self.meta.get('digest', 'unsaved')[:8]}"

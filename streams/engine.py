@@ -37,7 +37,7 @@ class Health:
     backlog: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 3x, on the hot path
 class Candidate:
     model: str
     kept: bool
@@ -126,11 +126,11 @@ def select(request: InferenceRequest, signals: Signals, ctx: Context, now: datet
     scores = _scores(alive, objective, signals, ctx.fleet)
     ranked = sorted(alive, key=lambda m: (scores[m], m))
     primary, why = _primary(request.id, route, ranked, over_budget)
-    plan = [PlanStep(model=primary, role="primary")]
-    plan += [PlanStep(model=m, role="fallback") for m in _fallbacks(route, ranked, primary)]
+    plan = [_step(primary, "primary")]
+    plan += [_step(m, "fallback") for m in _fallbacks(route, ranked, primary)]
     escalation = None if over_budget or tenant.max_escalations == 0 else _escalation(route, ranked, plan, ctx.fleet)
     if escalation is not None:
-        plan.append(PlanStep(model=escalation, role="escalation", when=list(route.escalate_on)))  # type: ignore[union-attr]
+        plan.append(_step(escalation, "escalation", list(route.escalate_on)))  # type: ignore[union-attr]
     shadows = [m for m in (route.shadow if route else []) if m in legal and m != primary]
 
     candidates = list(dropped.values())
@@ -138,6 +138,13 @@ def select(request: InferenceRequest, signals: Signals, ctx: Context, now: datet
         reason = why if model == primary else f"rank {rank + 1} by {_objective_name(objective)}"
         candidates.append(Candidate(model, True, "ranked", reason, round(scores[model], 6)))
     return Selection(route_name, candidates, plan, shadows, notes=notes)
+
+
+def _step(model: str, role: str, when: list[str] | None = None) -> PlanStep:
+    """A plan step from values this module produced (a fleet model, a known role, the
+    route's validated triggers): built without re-validation, which would cost more
+    than the rest of the plan."""
+    return PlanStep.model_construct(model=model, role=role, when=when or [])
 
 
 # -- filters ---------------------------------------------------------------------------
@@ -148,7 +155,7 @@ def _hard_filter(pool: list[str], signals: Signals, fleet: Mapping[str, ModelDep
     alive = []
     for model in pool:
         d = fleet[model]
-        missing = sorted(set(signals.capabilities) - set(d.capabilities))
+        missing = sorted(set(signals.capabilities).difference(d.capabilities)) if signals.capabilities else ()
         if blocked:  # the request may go nowhere: say so whatever else is true of the model
             dropped[model] = Candidate(model, False, "policy", f"prompt holds {', '.join(blocked)} ({key}.sensitive.{blocked[0]} = block)")
         elif missing:
@@ -227,23 +234,26 @@ def _objective_name(objective: str | Weights) -> str:
     return objective
 
 
+def _metric(name: str, models: list[str], signals: Signals, fleet: Mapping[str, ModelDeployment]) -> dict[str, float]:
+    if name == "cost":
+        return {m: fleet[m].cost_usd(signals.input_tokens, signals.expected_output_tokens) for m in models}
+    if name == "latency":
+        return {m: fleet[m].typical_latency_ms for m in models}
+    return {m: -float(fleet[m].quality_tier) for m in models}
+
+
 def _scores(models: list[str], objective: str | Weights, signals: Signals, fleet: Mapping[str, ModelDeployment]) -> dict[str, float]:
-    """Lower is better."""
-    metrics = {
-        "cost": {m: fleet[m].cost_usd(signals.input_tokens, signals.expected_output_tokens) for m in models},
-        "latency": {m: fleet[m].typical_latency_ms for m in models},
-        "quality": {m: -float(fleet[m].quality_tier) for m in models},
-    }
+    """Lower is better. Only the metrics the objective weighs are computed."""
     if isinstance(objective, str):
-        return metrics[objective]
-    weights = {"cost": objective.cost, "latency": objective.latency, "quality": objective.quality}
+        return _metric(objective, models, signals, fleet)
     total = {m: 0.0 for m in models}
-    for name, values in metrics.items():
-        if not weights[name]:
+    for name, weight in (("cost", objective.cost), ("latency", objective.latency), ("quality", objective.quality)):
+        if not weight:
             continue
+        values = _metric(name, models, signals, fleet)
         low, high = min(values.values()), max(values.values())
         for m in models:
-            total[m] += weights[name] * ((values[m] - low) / (high - low) if high > low else 0.0)
+            total[m] += weight * ((values[m] - low) / (high - low) if high > low else 0.0)
     return total
 
 

@@ -56,9 +56,18 @@ _CUE_WINDOW = 2_000  # characters of the last user turn read for difficulty cues
 
 
 def fleet_tokenizer(fleet: Mapping[str, ModelDeployment] | None) -> str:
-    """Count with the fleet's encoding when all deployments share one, else o200k."""
+    """Count with the fleet's encoding when all deployments share one, else o200k.
+    Remembered for the last fleet seen: a router asks with the same fleet every time."""
+    if fleet is not None and _last_fleet[0] is fleet:
+        return _last_fleet[1]
     names = {d.tokenizer for d in (fleet or {}).values()}
-    return names.pop() if len(names) == 1 and None not in names else REFERENCE_ENCODING
+    name = names.pop() if len(names) == 1 and None not in names else REFERENCE_ENCODING
+    if fleet is not None:
+        _last_fleet[:] = [fleet, name]
+    return name
+
+
+_last_fleet: list = [None, REFERENCE_ENCODING]
 
 
 def required_capabilities(request: InferenceRequest) -> list[str]:

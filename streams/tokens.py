@@ -352,6 +352,11 @@ def _content_text(content: Any) -> str:
     return "\n".join(parts)
 
 
+# Roles, names and one-word turns recur: their counts are remembered (a bounded cache).
+_SHORT = 16
+_count_short = lru_cache(maxsize=4096)(count_tokens)
+
+
 def count_message_tokens(messages: Iterable[Any], tokenizer: str | None) -> tuple[int, str]:
     """Prompt tokens of a chat request as OpenAI bills them: every message's role, name
     and content, :data:`TOKENS_PER_MESSAGE` per message, :data:`TOKENS_PER_NAME` per name
@@ -382,7 +387,7 @@ def count_message_tokens(messages: Iterable[Any], tokenizer: str | None) -> tupl
     method = ""
     for text in texts:
         if text:
-            n, method = count_tokens(text, tokenizer)
+            n, method = _count_short(text, tokenizer) if len(text) <= _SHORT else count_tokens(text, tokenizer)
             tokens += n
     return tokens + overhead, method or count_tokens("", tokenizer)[1]
 

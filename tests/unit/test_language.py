@@ -67,10 +67,18 @@ def test_too_little_text_is_undetermined_rather_than_a_wild_guess() -> None:
 
 
 def test_codes_are_iso_639_1_or_und() -> None:
-    labels = {language._FOLD.get(label, label) for label in language._identifier().labels}
+    labels = language.LABELS
     assert all(len(code) == 2 and code.isalpha() and code.islower() for code in labels)
     assert {"en", "fr", "de", "zh", "ja", "ru", "ar", "hi"} <= labels
-    assert "la" not in labels and "sa" not in labels  # classical languages are left out
+    assert "la" not in labels and "sa" not in labels and "eo" not in labels  # classical and constructed: left out
+
+
+def test_a_left_out_label_gives_way_to_the_next_living_language() -> None:
+    assert detect_language("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor")[0] != "la"
+
+
+def test_lone_surrogates_do_not_break_the_detector() -> None:
+    assert detect_language("Guten Morgen, wie geht es dir heute? \ud800")[0] == "de"
 
 
 def test_regional_varieties_fold_into_their_macrolanguage() -> None:
