@@ -375,3 +375,21 @@ def test_token_range_must_be_ordered() -> None:
 def test_token_range_bounds_are_not_negative() -> None:
     with pytest.raises(ValidationError):
         TokenRange(min=-1)
+
+
+def test_kafka_compression_reaches_every_producer_and_none_means_uncompressed() -> None:
+    from turnout.schemas.kafka import producer_options
+    from turnout.schemas.settings import KafkaSettings
+
+    assert producer_options(KafkaSettings(), "router")["compression_type"] == "lz4"
+    assert producer_options(KafkaSettings(compression_type="zstd"), "worker")["compression_type"] == "zstd"
+    assert producer_options(KafkaSettings(compression_type="none"), "sink")["compression_type"] is None
+
+
+def test_an_unknown_compression_is_refused_with_the_choices() -> None:
+    from pydantic import ValidationError
+
+    from turnout.schemas.settings import KafkaSettings
+
+    with pytest.raises(ValidationError, match="lz4"):
+        KafkaSettings(compression_type="brotli")
