@@ -29,6 +29,11 @@ without looking at the request. So the ratio is taken against the complexity rou
 handling, logging and response building, no network) are printed beside it so the
 reader sees the whole range. Requests that pin a fleet model ask LiteLLM for that
 model's group directly, as a LiteLLM user would.
+
+The issue names LiteLLM's Router with ``mock_response``, which is the ``acompletion``
+call: the ratios against those rows (default strategy and complexity router) are
+printed under the table and in ``BENCH`` as ``ratio_vs_acompletion_mock``; ``ratio``
+stays the strictest reading, against selection alone.
 """
 
 from __future__ import annotations

@@ -126,11 +126,11 @@ def select(request: InferenceRequest, signals: Signals, ctx: Context, now: datet
     scores = _scores(alive, objective, signals, ctx.fleet)
     ranked = sorted(alive, key=lambda m: (scores[m], m))
     primary, why = _primary(request.id, route, ranked, over_budget)
-    plan = [_step(primary, "primary")]
-    plan += [_step(m, "fallback") for m in _fallbacks(route, ranked, primary)]
+    plan = [PlanStep(model=primary, role="primary")]
+    plan += [PlanStep(model=m, role="fallback") for m in _fallbacks(route, ranked, primary)]
     escalation = None if over_budget or tenant.max_escalations == 0 else _escalation(route, ranked, plan, ctx.fleet)
     if escalation is not None:
-        plan.append(_step(escalation, "escalation", list(route.escalate_on)))  # type: ignore[union-attr]
+        plan.append(PlanStep(model=escalation, role="escalation", when=list(route.escalate_on)))  # type: ignore[union-attr]
     shadows = [m for m in (route.shadow if route else []) if m in legal and m != primary]
 
     candidates = list(dropped.values())
@@ -138,13 +138,6 @@ def select(request: InferenceRequest, signals: Signals, ctx: Context, now: datet
         reason = why if model == primary else f"rank {rank + 1} by {_objective_name(objective)}"
         candidates.append(Candidate(model, True, "ranked", reason, round(scores[model], 6)))
     return Selection(route_name, candidates, plan, shadows, notes=notes)
-
-
-def _step(model: str, role: str, when: list[str] | None = None) -> PlanStep:
-    """A plan step from values this module produced (a fleet model, a known role, the
-    route's validated triggers): built without re-validation, which would cost more
-    than the rest of the plan."""
-    return PlanStep.model_construct(model=model, role=role, when=when or [])
 
 
 # -- filters ---------------------------------------------------------------------------
