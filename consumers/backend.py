@@ -1,16 +1,23 @@
-"""The OpenAI chat-completions wire format over httpx: one seam for every backend.
+"""The seam between a worker and a model backend: one contract, three wire formats.
 
-OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp's server, TGI and Turnout's simulator all
-speak it. Errors are classified once, here, into retryable or not, so the worker's retry
-policy never looks at HTTP details.
+``ChatBackend`` is what a worker calls. ``HttpChatBackend`` is the plumbing every wire
+format shares (a pooled httpx client, the error classification, key scrubbing, defensive
+reading of 200s), so the worker's retry policy never looks at HTTP details and each
+adapter only says where to POST, what to send and how to read the answer.
+``OpenAIChatBackend`` is the OpenAI chat-completions format (OpenAI, Azure OpenAI, vLLM,
+Ollama, llama.cpp's server, TGI, Turnout's simulator); ``anthropic_backend`` and
+``gemini_backend`` hold the other two. The request-translation helpers at the bottom
+are shared by the adapters whose formats differ from OpenAI's in the same ways.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol, TypedDict
 
 import httpx
 from pydantic import SecretStr
@@ -47,54 +54,80 @@ class ChatBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
-class OpenAIChatBackend:
-    """POST ``{base_url}/chat/completions``; the API key is sent, never logged."""
+class Answer(NamedTuple):
+    """What an adapter reads out of a 200 body; the base class adds the latency."""
+
+    content: str
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+
+
+class HttpOptions(TypedDict, total=False):
+    """The connection options every HTTP adapter takes, for subclasses to pass through."""
+
+    provider: str | None
+    api_key: SecretStr | None
+    timeout_s: float
+    max_connections: int
+    transport: httpx.AsyncBaseTransport | None
+
+
+class HttpChatBackend:
+    """POST a JSON body, classify what comes back. The API key is sent, never logged.
+
+    Subclasses set ``default_provider`` (the wire format's name) and ``fixed_headers``, and
+    implement ``auth_headers``, ``endpoint``, ``body`` and ``read``. ``body`` raises
+    ``invalid_request`` for what the format cannot express; ``read`` may raise
+    ``ValueError``/``LookupError``/``TypeError`` on a body of the wrong shape, which becomes a
+    retryable ``malformed_response``.
+    """
+
+    default_provider = "http"
+    fixed_headers: ClassVar[dict[str, str]] = {}  # sent on every call, e.g. an API version
 
     def __init__(
         self,
         base_url: str,
         served_model: str,
         *,
-        provider: str = "openai-compatible",
+        provider: str | None = None,
         api_key: SecretStr | None = None,
         timeout_s: float = 30.0,
         max_connections: int = 64,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.provider = provider
+        self.provider = provider or self.default_provider
         self._served_model = served_model
         self._secret = api_key.get_secret_value() if api_key else None
-        headers = {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
-            headers=headers,
+            headers={**self.fixed_headers, **(self.auth_headers(self._secret) if self._secret else {})},
             timeout=timeout_s,
             transport=transport,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    # -- what each wire format says -------------------------------------------------------
+    def auth_headers(self, secret: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def endpoint(self) -> str:
+        raise NotImplementedError
 
     def body(self, request: InferenceRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self._served_model,
-            "messages": [_openai_message(m) for m in request.messages],
-        }
-        if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
-        if request.stop:
-            body["stop"] = request.stop
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.tools:
-            body["tools"] = json.loads(request.tools)
-        if request.response_schema:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "response", "schema": json.loads(request.response_schema), "strict": True},
-            }
-        return body
+        raise NotImplementedError
+
+    def read(self, payload: Any, request: InferenceRequest) -> Answer:
+        raise NotImplementedError
+
+    def retry_after(self, response: httpx.Response) -> float | None:
+        """How long a 429 asks us to wait; the standard headers unless a format says more."""
+        return retry_after_header(response)
+
+    # -- shared ------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
     async def complete(self, request: InferenceRequest) -> Completion:
         try:
@@ -106,9 +139,10 @@ class OpenAIChatBackend:
             raise
 
     async def _complete(self, request: InferenceRequest) -> Completion:
+        body = self.body(request)
         started = time.perf_counter()
         try:
-            response = await self._http.post("/chat/completions", json=self.body(request))
+            response = await self._http.post(self.endpoint(), json=body)
         except httpx.TimeoutException as exc:
             raise BackendError("timeout", f"backend timed out: {type(exc).__name__}", retryable=True) from exc
         except httpx.TransportError as exc:
@@ -117,8 +151,63 @@ class OpenAIChatBackend:
             raise BackendError("malformed_response", f"backend response unreadable: {exc}", retryable=True) from exc
         latency_ms = (time.perf_counter() - started) * 1000
         if response.status_code >= 400:
-            raise _http_error(response)
-        return _parse_completion(response, latency_ms)
+            raise self._http_error(response)
+        try:
+            answer = self.read(response.json(), request)
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            raise BackendError(
+                "malformed_response",
+                f"backend answered 200 with a body that is not a {self.default_provider} completion: {exc!r}",
+                retryable=True,
+            ) from exc
+        return Completion(*answer, latency_ms=latency_ms)
+
+    def _http_error(self, response: httpx.Response) -> BackendError:
+        """429 waits and retries, 5xx (Anthropic's 529 overloaded included) retries, other 4xx never will."""
+        status = response.status_code
+        detail = error_message(response)
+        if status == 429:
+            return BackendError(
+                "rate_limited", f"429 from backend: {detail}", retryable=True, status=status, retry_after_s=self.retry_after(response)
+            )
+        if status >= 500:
+            return BackendError("backend_error", f"{status} from backend: {detail}", retryable=True, status=status)
+        return BackendError("backend_rejected", f"{status} from backend: {detail}", retryable=False, status=status)
+
+
+class OpenAIChatBackend(HttpChatBackend):
+    """POST ``{base_url}/chat/completions`` with ``Authorization: Bearer``."""
+
+    default_provider = "openai-compatible"
+
+    def auth_headers(self, secret: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {secret}"}
+
+    def endpoint(self) -> str:
+        return "/chat/completions"
+
+    def body(self, request: InferenceRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self._served_model,
+            "messages": [_openai_message(m) for m in request.messages],
+        }
+        body.update(sampling(request, max_tokens="max_tokens", stop="stop", temperature="temperature"))
+        if request.tools:
+            body["tools"] = json_field(request.tools, "tools")
+        schema = response_schema(request)
+        if schema is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": schema, "strict": True}}
+        return body
+
+    def read(self, payload: Any, request: InferenceRequest) -> Answer:
+        choice = payload["choices"][0]
+        message, usage = choice["message"], payload.get("usage") or {}
+        return Answer(
+            content=text(message.get("content")),
+            finish_reason=choice.get("finish_reason") or "stop",
+            input_tokens=count(usage.get("prompt_tokens")),
+            output_tokens=count(usage.get("completion_tokens")),
+        )
 
 
 def _openai_message(message: ChatMessage) -> dict[str, Any]:
@@ -133,24 +222,31 @@ def _openai_message(message: ChatMessage) -> dict[str, Any]:
     return out
 
 
-def _http_error(response: httpx.Response) -> BackendError:
-    status = response.status_code
-    detail = _error_message(response)
-    if status == 429:
-        return BackendError("rate_limited", f"429 from backend: {detail}", retryable=True, status=status, retry_after_s=_retry_after(response))
-    if status >= 500:
-        return BackendError("backend_error", f"{status} from backend: {detail}", retryable=True, status=status)
-    return BackendError("backend_rejected", f"{status} from backend: {detail}", retryable=False, status=status)
-
-
-def _error_message(response: httpx.Response) -> str:
+# -- reading responses ---------------------------------------------------------------------
+def error_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The ``error`` object of an error body: OpenAI, Anthropic and Google all send one."""
     try:
-        return str(response.json()["error"]["message"])[:500]
+        payload = response.json()
+        if isinstance(payload, list):  # some Google front ends wrap the error in a list
+            payload = payload[0]
+        error = payload["error"]
     except Exception:
+        return None
+    return error if isinstance(error, dict) else None
+
+
+def error_message(response: httpx.Response) -> str:
+    """The error's ``message``, after its ``type`` (OpenAI, Anthropic) or ``status`` (Google):
+    ``overloaded_error`` or ``RESOURCE_EXHAUSTED`` says more than a status code."""
+    error = error_object(response)
+    if error is None or "message" not in error:
         return response.text[:200]
+    message = str(error["message"])
+    kind = error.get("type") or error.get("status")
+    return (f"{kind}: {message}" if isinstance(kind, str) else message)[:500]
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_header(response: httpx.Response) -> float | None:
     for header in ("retry-after-ms", "retry-after"):
         value = response.headers.get(header)
         if value is None:
@@ -163,23 +259,132 @@ def _retry_after(response: httpx.Response) -> float | None:
     return None
 
 
-def _parse_completion(response: httpx.Response, latency_ms: float) -> Completion:
-    """Read a chat completion defensively: a 200 from a proxy or a broken server may be anything."""
+def count(value: Any) -> int:
+    """A token count: absent means 0; anything but a whole number means the body is wrong."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"token count is {type(value).__name__}")
+    return value
+
+
+def text(value: Any) -> str:
+    """A text field: absent (a tool-call answer) means empty; anything but a string is wrong."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"content is {type(value).__name__}")
+    return value
+
+
+# -- translating requests ------------------------------------------------------------------
+def invalid_request(message: str) -> BackendError:
+    """A request this adapter cannot send: no backend will take it, so never retry it."""
+    return BackendError("invalid_request", message, retryable=False)
+
+
+def json_field(value: str, field: str) -> Any:
     try:
-        payload = response.json()
-        choice = payload["choices"][0]
-        message, usage = choice["message"], payload.get("usage") or {}
-        content = message.get("content") or ""
-        if not isinstance(content, str) or not isinstance(usage, dict):
-            raise TypeError(f"content is {type(content).__name__}, usage is {type(usage).__name__}")
-        return Completion(
-            content=content,
-            finish_reason=choice.get("finish_reason") or "stop",
-            input_tokens=int(usage.get("prompt_tokens", 0)),
-            output_tokens=int(usage.get("completion_tokens", 0)),
-            latency_ms=latency_ms,
-        )
-    except (ValueError, LookupError, TypeError, AttributeError) as exc:
-        raise BackendError(
-            "malformed_response", f"backend answered 200 with a body that is not a chat completion: {exc!r}", retryable=True
-        ) from exc
+        return json.loads(value)
+    except ValueError as exc:
+        raise invalid_request(f"request.{field} is not valid JSON: {exc}") from None
+
+
+def sampling(request: InferenceRequest, *, max_tokens: str, stop: str, temperature: str) -> dict[str, Any]:
+    """The request's sampling options under a format's own key names; unset ones are left
+    out (a temperature of 0 is set, an empty stop list is not)."""
+    values = {max_tokens: request.max_tokens, stop: request.stop or None, temperature: request.temperature}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def response_schema(request: InferenceRequest) -> dict[str, Any] | None:
+    if not request.response_schema:
+        return None
+    schema = json_field(request.response_schema, "response_schema")
+    if not isinstance(schema, dict):
+        raise invalid_request(f"request.response_schema must be a JSON object, not {type(schema).__name__}")
+    return schema
+
+
+class FunctionTool(NamedTuple):
+    name: str
+    description: str | None
+    parameters: dict[str, Any]
+
+
+def function_tools(request: InferenceRequest) -> list[FunctionTool]:
+    """The request's OpenAI-style tools (``[{"type": "function", "function": {...}}]``),
+    read once into the parts every other wire format needs."""
+    if not request.tools:
+        return []
+    tools = json_field(request.tools, "tools")
+    if not isinstance(tools, list):
+        raise invalid_request("request.tools must be a JSON array of function tools")
+    out = []
+    for index, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) and tool.get("type", "function") == "function" else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise invalid_request(f"request.tools[{index}] is not a function tool with a name")
+        parameters = function.get("parameters") or {"type": "object", "properties": {}}
+        out.append(FunctionTool(function["name"], function.get("description"), parameters))
+    return out
+
+
+_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^,;]*)*);base64,(?P<data>.*)", re.DOTALL)
+
+
+def image_source(url: str) -> tuple[str, str] | str:
+    """``(media_type, base64 data)`` for a ``data:`` URL, the URL itself for http(s)."""
+    if url.startswith("data:"):
+        match = _DATA_URL.fullmatch(url)
+        if match is None:
+            raise invalid_request("an image data: URL must be base64 with a media type (data:image/png;base64,...)")
+        return match["mime"], match["data"]
+    if url.startswith(("https://", "http://")):
+        return url
+    raise invalid_request(f"an image must be a data: or http(s) URL, not {url.split(':', 1)[0][:20]!r}")
+
+
+def system_text(messages: Iterable[ChatMessage]) -> str | None:
+    """Every system turn, in order, as one instruction: the formats that keep the system
+    prompt apart from the conversation take a single one."""
+    parts = [m.content for m in messages if m.role == "system" and m.content]
+    return "\n\n".join(parts) if parts else None
+
+
+def turn_text(message: ChatMessage) -> str:
+    """The text a non-system turn carries. ``ChatMessage`` has no tool-call ids, so a tool
+    result cannot be paired with its call; it travels as labelled user text instead."""
+    if message.role != "tool":
+        return message.content
+    label = f"Result of tool {message.name}" if message.name else "Tool result"
+    return f"{label}:\n{message.content}"
+
+
+def turns(
+    messages: Iterable[ChatMessage],
+    *,
+    assistant: str,
+    image: Callable[[str], dict[str, Any]],
+    text_part: Callable[[str], dict[str, Any]],
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The conversation without its system turns, as ``(role, parts)`` in a format's own
+    vocabulary. Consecutive turns of one role are merged and empty ones dropped, since
+    Anthropic and Gemini want user and assistant turns to alternate (OpenAI takes any
+    sequence) and reject empty text. Images come before the text, as both advise."""
+    merged: list[tuple[str, list[dict[str, Any]]]] = []
+    for message in messages:
+        if message.role == "system":
+            continue
+        role = assistant if message.role == "assistant" else "user"
+        parts = [image(url) for url in message.images]
+        content = turn_text(message)
+        if content:
+            parts.append(text_part(content))
+        if not parts:
+            continue
+        if merged and merged[-1][0] == role:
+            merged[-1][1].extend(parts)
+        else:
+            merged.append((role, parts))
+    return merged

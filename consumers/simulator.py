@@ -1,107 +1,133 @@
-"""A simulated OpenAI-compatible backend for demos, load tests and fault tests.
+"""A simulated model backend for demos, load tests and fault tests.
 
-It answers ``POST /v1/chat/completions`` and ``GET /v1/models`` in the OpenAI wire format,
-with a latency, an error rate and a 429 rate (with ``Retry-After``) chosen per served
-model by ``SimulatorSettings``, and honest token usage, so that routing, retries, fallback
-and cost accounting meet the same shapes a real provider sends.
+It speaks two wire formats, OpenAI chat completions (``POST /v1/chat/completions``,
+``GET /v1/models``) and Anthropic Messages (``POST /v1/messages``), with one profile
+per served model (``SimulatorSettings``) deciding latency and faults the same way for
+both: hangs past the client's timeout, 429s with ``Retry-After``, independent 500s,
+deployment-wide bursts of 5xx, bodies cut mid-JSON or replaced by an HTML page, and for
+structured-output requests answers that validate against the request's schema, break
+it, or come as near-JSON. Routing, retries, fallback, validation and cost accounting
+thus meet the shapes and failures a real provider sends. ``GET /health`` counts what it
+did. This module wires HTTP to the parts: ``sim_faults`` decides, ``sim_wire`` composes
+the answer, ``sim_openai``/``sim_anthropic`` translate it, ``sim_stats`` counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
-import time
-import uuid
 from typing import Any
 
 from aiohttp import web
 
 from turnout.schemas.settings import SimulatorProfile, SimulatorSettings
 
-CHARS_PER_TOKEN = 4
-_WORDS = "the router moves each prompt onto the track that serves it best under the policies in force".split()
+from .sim_anthropic import AnthropicMessages
+from .sim_faults import Failure, Fault, FaultPlanner
+from .sim_openai import OpenAIChat
+from .sim_stats import SimStats
+from .sim_wire import BadRequest, WireFormat, compose_answer
 
+__all__ = ["Simulator", "run_simulator"]
 
-def _error(status: int, message: str, kind: str, code: str, headers: dict[str, str] | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return web.json_response(body, status=status, headers=headers)
-
-
-def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    chars = sum(len(str(m.get("content") or "")) for m in messages)
-    return max(1, round(chars / CHARS_PER_TOKEN)) + 4 * len(messages)
-
-
-def _answer(model: str, messages: list[dict[str, Any]], tokens: int) -> str:
-    last = str(messages[-1].get("content") or "")[:60].replace("\n", " ")
-    words = [_WORDS[i % len(_WORDS)] for i in range(max(0, tokens - 12))]
-    return f"[{model}] answer to: {last} — {' '.join(words)}"
+# what a proxy in front of a deployment answers when it has no JSON to give
+_HTML_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
+    b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\n"
+)
 
 
 class Simulator:
     def __init__(self, settings: SimulatorSettings) -> None:
         self.settings = settings
         self.rng = random.Random(settings.seed)
-        self.calls = 0
+        self.planner = FaultPlanner(self.rng)
+        self.stats = SimStats()
+        self._closing = asyncio.Event()
+
+    @property
+    def calls(self) -> int:
+        """Calls received, in every format, valid or not."""
+        return self.stats.calls
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        for path, wire in (("/v1/chat/completions", OpenAIChat()), ("/v1/messages", AnthropicMessages())):
+            app.router.add_post(path, self._endpoint(wire))
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
+        app.on_startup.append(self._opened)
+        app.on_shutdown.append(self._closed)
         return app
 
+    async def _opened(self, _: web.Application) -> None:
+        self._closing.clear()
+
+    async def _closed(self, _: web.Application) -> None:
+        """Wake the calls still waiting (a hang may be a minute long) so that shutdown is prompt."""
+        self._closing.set()
+
     async def health(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "calls": self.calls})
+        return web.json_response(self.stats.snapshot())
 
     async def models(self, _: web.Request) -> web.Response:
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "turnout-simulator"} for name in sorted(self.settings.profiles)]
         return web.json_response({"object": "list", "data": data})
 
-    async def chat_completions(self, request: web.Request) -> web.Response:
-        self.calls += 1
+    def _endpoint(self, wire: WireFormat) -> Any:
+        async def handle(request: web.Request) -> web.Response:
+            return await self.serve(wire, request)
+
+        return handle
+
+    async def serve(self, wire: WireFormat, request: web.Request) -> web.Response:
+        """One call in ``wire``'s format: parse, plan the faults, wait, answer."""
+        self.stats.call(wire.name)
         try:
-            body = await request.json()
-            model, messages = str(body["model"]), body["messages"]
-            if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-                raise ValueError("messages must be a non-empty array of objects")
-        except Exception as exc:
-            return _error(400, f"invalid request body: {exc}", "invalid_request_error", "invalid_request")
-        profile = self.settings.profile(model)
-        await asyncio.sleep(self._latency_s(profile))
-        roll = self.rng.random()
-        if roll < profile.rate_limit_rate:
-            retry = f"{profile.retry_after_s:g}"
-            return _error(429, f"Rate limit reached for {model}; retry after {retry}s", "requests", "rate_limit_exceeded", {"Retry-After": retry})
-        if roll < profile.rate_limit_rate + profile.error_rate:
-            return _error(500, "The server had an error while processing your request.", "server_error", "internal_error")
-        limit = body.get("max_completion_tokens", body.get("max_tokens"))  # the current name first
-        return web.json_response(self._completion(model, messages, profile, limit))
+            call = wire.parse(await request.read(), request.headers)
+        except BadRequest as exc:
+            self.stats.invalid()
+            return _send(*wire.error(exc.failure, exc.message, exc.param))
+        profile = self.settings.profile(call.model)
+        plan = self.planner.plan(call.model, profile, structured=call.structured is not None)
+        self.stats.planned(call.model, plan)
+        await self._wait(plan.delay_s)
+        if plan.failure is not None:
+            return _failure(wire, plan.failure, call.model, profile)
+        answer = compose_answer(call, profile, plan)
+        if answer.fault is not None:
+            self.stats.fault(call.model, answer.fault)
+        return _send(200, wire.render(call, answer), body_fault=plan.body_fault)
 
-    def _latency_s(self, profile: SimulatorProfile) -> float:
-        return max(0.0, self.rng.gauss(profile.latency_ms, profile.latency_jitter_ms)) / 1000
+    async def _wait(self, delay_s: float) -> None:
+        if delay_s > 0 and not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), delay_s)
 
-    def _completion(self, model: str, messages: list[dict[str, Any]], profile: SimulatorProfile, max_tokens: int | None) -> dict[str, Any]:
-        limit = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else None
-        completion_tokens = min(profile.output_tokens, limit) if limit else profile.output_tokens
-        prompt_tokens = _prompt_tokens(messages)
-        content = _answer(model, messages, completion_tokens)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": "turnout-simulator",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "length" if limit and limit < profile.output_tokens else "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
-        }
+
+def _failure(wire: WireFormat, failure: Failure, model: str, profile: SimulatorProfile) -> web.Response:
+    if failure is not Failure.RATE_LIMITED:
+        return _send(*wire.error(failure, ""))
+    retry = f"{profile.retry_after_s:g}"
+    status, body = wire.error(failure, f"Rate limit reached for {model}; retry after {retry}s")
+    # both, as OpenAI sends them: seconds (fractional when the profile's are, which the
+    # SDKs accept) and milliseconds, which the SDKs read first
+    headers = {"retry-after": retry, "retry-after-ms": f"{round(profile.retry_after_s * 1000)}"}
+    return _send(status, body, headers=headers)
+
+
+def _send(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None, body_fault: Fault | None = None) -> web.Response:
+    """A JSON response, or its faulty variants: cut in half (the Content-Length is that of
+    the bytes actually sent, so the client reads a short JSON document rather than waiting
+    for bytes that never come) or replaced by an HTML page."""
+    if body_fault is Fault.MALFORMED:
+        return web.Response(status=status, body=_HTML_PAGE, content_type="text/html", headers=headers)
+    data = json.dumps(payload, ensure_ascii=False).encode()
+    if body_fault is Fault.TRUNCATED:
+        data = data[: len(data) // 2]
+    return web.Response(status=status, body=data, content_type="application/json", headers=headers)
 
 
 def run_simulator(settings: SimulatorSettings, host: str | None = None, port: int | None = None) -> None:

@@ -17,14 +17,13 @@ import socket
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from pydantic import SecretStr
 
 from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options
 from turnout.schemas.models import DeploymentHealth, RoutedRequest
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
 
-from .backend import OpenAIChatBackend
+from .backends import make_backend
 from .flow import AnsweredIds
 from .serving import DeadLetter, Deployment, Outcome, serve
 
@@ -38,20 +37,7 @@ def group_id(model_id: str) -> str:
 
 def build_deployment(settings: Settings, model_id: str) -> Deployment:
     config = settings.fleet[model_id]
-    api_key = config.api_key
-    if api_key is None and config.api_key_env:
-        value = os.environ.get(config.api_key_env)
-        if not value:
-            raise RuntimeError(f"fleet.{model_id}.api_key_env names ${config.api_key_env}, which is not set")
-        api_key = SecretStr(value)
-    backend = OpenAIChatBackend(
-        settings.backend_url(model_id),
-        config.served_model,
-        provider=config.provider,
-        api_key=api_key,
-        timeout_s=config.timeout_s,
-        max_connections=config.concurrency,
-    )
+    backend = make_backend(model_id, config, settings.backend_url(model_id))
     return Deployment(model_id, config, backend, asyncio.Semaphore(config.concurrency))
 
 

@@ -90,6 +90,8 @@ def final_event(slip: RoutedRequest, response: InferenceResponse) -> RoutingEven
         latency_ms=response.latency_ms,
         attempt=len(slip.attempts),
         detail=response.error.message[:1000] if response.error else "",
+        cache_hit=response.cache_hit,
+        validation=response.validation,
     )
 
 

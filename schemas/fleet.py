@@ -14,18 +14,32 @@ from .section import Section
 
 Capability = Literal["vision", "tools", "json_schema"]
 CAPABILITIES: tuple[str, ...] = ("vision", "tools", "json_schema")
+Api = Literal["openai", "anthropic", "gemini"]
+KEY_SOURCES: tuple[str, ...] = ("api_key", "api_key_env", "api_key_file")
 
 
 class ModelDeployment(Section):
     """One model deployment in the fleet catalogue."""
 
-    provider: str = Field(default="openai-compatible", description="who serves it: openai, vllm, simulated, …")
+    provider: str = Field(
+        default="openai-compatible", description="who serves it, as recorded in events: openai, azure, vllm, anthropic, simulated, …"
+    )
+    api: Api = Field(
+        default="openai",
+        description="the wire format: openai (chat completions: OpenAI, Azure, vLLM, Ollama, llama.cpp, TGI), "
+        "anthropic (Messages API) or gemini (generateContent)",
+    )
     base_url: str | None = Field(
-        default=None, description="OpenAI-compatible base URL ending in /v1; unset for provider 'simulated'"
+        default=None,
+        description="API base URL: …/v1 for openai and anthropic (https://api.anthropic.com/v1), "
+        "https://generativelanguage.googleapis.com/v1beta for gemini; unset for provider 'simulated'",
     )
     served_model: str = Field(description="the model name sent to the backend")
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(default=None, description="the API key itself; prefer api_key_env or api_key_file")
     api_key_env: str | None = Field(default=None, description="environment variable holding the API key")
+    api_key_file: str | None = Field(
+        default=None, description="file holding the API key, e.g. a Docker or Kubernetes secret mount; surrounding whitespace is ignored"
+    )
     concurrency: int = Field(default=8, ge=1, le=1024)
     timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
@@ -46,6 +60,15 @@ class ModelDeployment(Section):
     def _needs_url(self) -> ModelDeployment:
         if self.base_url is None and self.provider != "simulated":
             raise ValueError(f"base_url is required for provider {self.provider!r}")
+        if self.provider == "simulated" and self.api != "openai":
+            raise ValueError(f"provider 'simulated' speaks the openai api, not {self.api!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ModelDeployment:
+        chosen = [name for name in KEY_SOURCES if getattr(self, name) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"set at most one of {', '.join(KEY_SOURCES)} (found {' and '.join(chosen)})")
         return self
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:

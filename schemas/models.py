@@ -61,6 +61,7 @@ class InferenceRequest(AvroRecord):
     deadline: datetime | None = None
     reply_topic: str | None = None
     model: str | None = None
+    cache: bool = True
 
 
 class Signals(AvroRecord):
@@ -167,6 +168,8 @@ class InferenceResponse(AvroRecord):
     latency_ms: float = 0.0
     backend_latency_ms: float = 0.0
     routing: RoutingMeta = Field(default_factory=RoutingMeta)
+    cache_hit: bool = False
+    validation: Literal["", "passed", "repaired", "reasked", "failed"] = ""
 
 
 EventKind = Literal["decision", "attempt", "completion", "failure", "rejected"]
@@ -197,6 +200,8 @@ class RoutingEvent(AvroRecord):
     language: str = ""
     complexity: float = 0.0
     sensitive_kinds: list[str] = Field(default_factory=list)
+    cache_hit: bool = False
+    validation: str = ""
 
     @staticmethod
     def make_id(request_id: str, kind: str, attempt: int = 0, shadow: bool = False) -> str:

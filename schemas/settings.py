@@ -121,20 +121,65 @@ class SinkSettings(Section):
 
 
 class SimulatorProfile(Section):
-    latency_ms: float = Field(default=40.0, ge=0)
-    latency_jitter_ms: float = Field(default=10.0, ge=0)
+    """How one served model of the simulator behaves: its latency and the faults it
+    injects, so that retries, fallback, timeouts and output validation meet what real
+    providers do. Every rate is a probability per call; the order in which the faults
+    are decided is documented in ``consumers/sim_faults.py``."""
+
+    latency_distribution: Literal["fixed", "normal", "lognormal"] = Field(
+        default="normal",
+        description="fixed: always latency_ms; normal: mean latency_ms, standard deviation latency_jitter_ms; lognormal: median latency_ms, log-space spread latency_sigma (a long tail)",
+    )
+    latency_ms: float = Field(default=40.0, ge=0, description="the fixed latency, the normal mean or the lognormal median")
+    latency_jitter_ms: float = Field(default=10.0, ge=0, description="standard deviation of the normal distribution")
+    latency_sigma: float = Field(
+        default=0.5, gt=0, le=3, description="sigma of the lognormal distribution: p99 is median * exp(2.33 * sigma)"
+    )
+    timeout_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls that hang for hang_s before answering")
+    hang_s: float = Field(default=60.0, gt=0, description="how long a hanging call waits; longer than the client's timeout")
     error_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls answered 500")
     rate_limit_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls answered 429")
-    retry_after_s: float = Field(default=0.2, ge=0)
-    output_tokens: int = Field(default=48, ge=1)
+    retry_after_s: float = Field(default=0.2, ge=0, description="sent with a 429 as retry-after (seconds) and retry-after-ms")
+    burst_rate: float = Field(default=0.0, ge=0, le=1, description="probability that a call starts a burst of 5xx")
+    burst_length: int = Field(default=5, ge=1, description="consecutive calls to this served model failing in a burst, the first included")
+    burst_statuses: tuple[Literal[500, 502, 503], ...] = Field(
+        default=(500, 502, 503), min_length=1, description="a burst fails with one of these, drawn when it starts (503 is 529 overloaded on Anthropic)"
+    )
+    truncate_rate: float = Field(default=0.0, ge=0, le=1, description="share of 200s whose body is cut mid-JSON")
+    malformed_rate: float = Field(default=0.0, ge=0, le=1, description="share of 200s whose body is an HTML error page, not JSON")
+    schema_violation_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of structured-output answers that break the schema (a required property missing or a wrong type)"
+    )
+    near_json_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of structured-output answers in almost-JSON a repair library fixes (fences, trailing comma, single quotes, prose)"
+    )
+    output_tokens: int = Field(default=48, ge=1, description="tokens of a plain-text answer, fewer when max_tokens cuts it")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> SimulatorProfile:
+        problems = [
+            f"{' + '.join(f'{name} ({getattr(self, name):g})' for name in names)} must be at most 1: one draw decides between them"
+            for names in (("rate_limit_rate", "error_rate"), ("truncate_rate", "malformed_rate"), ("schema_violation_rate", "near_json_rate"))
+            if sum(getattr(self, name) for name in names) > 1
+        ]
+        explicit = self.model_fields_set
+        if self.latency_distribution == "lognormal" and self.latency_ms <= 0:
+            problems.append("latency_ms must be above 0 with latency_distribution = 'lognormal' (it is the median)")
+        if "latency_sigma" in explicit and self.latency_distribution != "lognormal":
+            problems.append(f"latency_sigma applies only to latency_distribution = 'lognormal' (it is {self.latency_distribution!r})")
+        if "latency_jitter_ms" in explicit and self.latency_jitter_ms > 0 and self.latency_distribution != "normal":
+            problems.append(f"latency_jitter_ms applies only to latency_distribution = 'normal' (it is {self.latency_distribution!r})")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
 
 class SimulatorSettings(Section):
     url: str | None = Field(default=None, description="where workers reach the simulator, ending in /v1")
     host: str = "127.0.0.1"
     port: int = Field(default=8900, ge=0, le=65535)
-    seed: int | None = None
-    default: SimulatorProfile = SimulatorProfile()
+    seed: int | None = Field(default=None, description="seeds every fault decision, so that a run repeats itself")
+    default: SimulatorProfile = Field(default=SimulatorProfile(), description="for served models without a profile")
     profiles: dict[str, SimulatorProfile] = Field(default_factory=dict, description="by served_model")
 
     def profile(self, served_model: str) -> SimulatorProfile:

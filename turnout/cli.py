@@ -82,6 +82,24 @@ def simulator(config: str | None, port: int | None) -> None:
     run_simulator(_settings(config).simulator, port=port)
 
 
+@cli.command("local-model")
+@click.option("--port", type=int, default=8080, show_default=True, help="loopback port for its OpenAI-compatible API")
+@click.option("--parallel", type=int, default=4, show_default=True, help="requests decoded at once (llama-server slots)")
+def local_model(port: int, parallel: int) -> None:
+    """Serve the real local model (llama.cpp's server, SmolLM2-135M-Instruct) until Ctrl-C."""
+    from .local_model import SERVED_MODEL, LocalModelServer, unavailable
+
+    reason = unavailable()
+    if reason:
+        raise click.ClickException(reason)
+    with LocalModelServer(port=port, parallel=parallel) as server:
+        click.echo(f"llama-server serving {SERVED_MODEL} at {server.url} (OpenAI chat completions); Ctrl-C stops it")
+        try:
+            server.process.wait()  # type: ignore[union-attr]
+        except KeyboardInterrupt:
+            pass
+
+
 @cli.group()
 def topics() -> None:
     """Kafka topic administration."""

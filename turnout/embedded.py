@@ -34,6 +34,18 @@ def die_with_parent() -> None:
         pass  # not Linux: the parent's own shutdown still stops its children
 
 
+def stop_process(process: subprocess.Popen | None, timeout_s: float) -> None:
+    """SIGTERM a child and wait for it; SIGKILL it if it outstays ``timeout_s``."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_for_port(port: int, timeout_s: float, process: subprocess.Popen | None = None, what: str = "server") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -74,14 +86,7 @@ class EmbeddedBroker:
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout_s)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

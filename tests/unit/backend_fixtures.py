@@ -10,17 +10,21 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
+import pytest
 from aiohttp import web
-from pydantic import SecretStr
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
+from pydantic import SecretStr, TypeAdapter
 
-from turnout.consumers.backend import OpenAIChatBackend
+from turnout.consumers.backend import BackendError, ChatBackend, Completion, OpenAIChatBackend
 from turnout.consumers.serving import Deployment, Publish
 from turnout.consumers.simulator import Simulator
 from turnout.schemas.models import (
@@ -97,6 +101,108 @@ def error_body(message: str, kind: str = "server_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
+def anthropic_message(
+    content: list[dict[str, Any]] | None = None,
+    *,
+    stop_reason: str | None = "end_turn",
+    input_tokens: int = 12,
+    output_tokens: int = 6,
+    cache_creation_input_tokens: int | None = 0,
+    cache_read_input_tokens: int | None = 0,
+) -> dict[str, Any]:
+    """A Messages API response as Anthropic sends it, checked against the SDK's own type."""
+    body = {
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5-20250929",
+        "content": [{"type": "text", "text": "Hello!"}] if content is None else content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_creation_input_tokens": cache_creation_input_tokens,
+            "cache_read_input_tokens": cache_read_input_tokens,
+        },
+    }
+    anthropic.types.Message.model_validate(body)
+    return body
+
+
+def anthropic_error(kind: str, message: str) -> dict[str, Any]:
+    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
+    anthropic.types.ErrorResponse.model_validate(body)
+    return body
+
+
+def gemini_response(
+    parts: list[dict[str, Any]] | None = None,
+    *,
+    finish_reason: str | None = "STOP",
+    prompt_tokens: int = 8,
+    candidates_tokens: int | None = 2,
+    thoughts_tokens: int | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A generateContent response as the Gemini API sends it (camelCase JSON), checked
+    against the google-genai SDK's type, which forbids unknown fields."""
+    candidate: dict[str, Any] = {"content": {"parts": [{"text": "Hello!"}] if parts is None else parts, "role": "model"}, "index": 0}
+    if finish_reason is not None:
+        candidate["finishReason"] = finish_reason
+    usage: dict[str, Any] = {"promptTokenCount": prompt_tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]}
+    if candidates_tokens is not None:
+        usage["candidatesTokenCount"] = candidates_tokens
+    if thoughts_tokens is not None:
+        usage["thoughtsTokenCount"] = thoughts_tokens
+    usage["totalTokenCount"] = prompt_tokens + (candidates_tokens or 0) + (thoughts_tokens or 0)
+    body = {"candidates": [candidate], "usageMetadata": usage, "modelVersion": "gemini-2.5-flash", "responseId": "mH1SaOqXLdmZz7IPnY6xsAI", **extra}
+    genai_types.GenerateContentResponse.model_validate(body)
+    return body
+
+
+_ANTHROPIC_REQUEST = TypeAdapter(anthropic.types.message_create_params.MessageCreateParamsNonStreaming)
+
+
+def anthropic_request_checked(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate a Messages request body with the SDK's ``MessageCreateParams``. Its lists are
+    ``Iterable`` and validated lazily, so the result is walked to have every item checked."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple, Iterator)):
+            return [walk(v) for v in value]
+        return value
+
+    walk(_ANTHROPIC_REQUEST.validate_python(body))
+    return body
+
+
+def gemini_request_checked(body: dict[str, Any]) -> dict[str, Any]:
+    """Every piece of a generateContent body through the SDK type that describes it (each forbids unknown fields)."""
+    assert set(body) <= {"contents", "systemInstruction", "generationConfig", "tools"}
+    for content in [*body["contents"], *([body["systemInstruction"]] if "systemInstruction" in body else [])]:
+        genai_types.Content.model_validate(content)
+    if "generationConfig" in body:
+        genai_types.GenerationConfig.model_validate(body["generationConfig"])
+    for tool in body.get("tools", []):
+        genai_types.Tool.model_validate(tool)
+    return body
+
+
+def google_error(code: int, status: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A Google API error body; the SDK's ``APIError`` reads the same fields back."""
+    body = {"error": {"code": code, "message": message, "status": status, **({"details": details} if details else {})}}
+    parsed = genai_errors.APIError(code, body)
+    assert (parsed.status, parsed.message) == (status, message)
+    return body
+
+
+def reply(body: Any, code: int = 200, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(code, json=body, headers=headers)
+
+
 def ok(**kwargs: Any) -> httpx.Response:
     return httpx.Response(200, json=completion_body(**kwargs))
 
@@ -164,6 +270,20 @@ def make_backend(script: Script, *, served_model: str = "served-a", api_key: str
         api_key=SecretStr(api_key) if api_key is not None else None,
         transport=script.transport(),
     )
+
+
+async def complete_once(backend: ChatBackend, request: InferenceRequest | None = None) -> Completion:
+    """One call on a fresh backend, closed afterwards."""
+    try:
+        return await backend.complete(request or make_request())
+    finally:
+        await backend.aclose()
+
+
+async def fail_once(backend: ChatBackend, request: InferenceRequest | None = None) -> BackendError:
+    with pytest.raises(BackendError) as caught:
+        await complete_once(backend, request)
+    return caught.value
 
 
 def make_config(**overrides: Any) -> ModelDeployment:

@@ -1,7 +1,13 @@
-"""The simulated backend on a real loopback port, called by the official openai client."""
+"""The simulated backend on a real loopback port, called by the official openai client.
+
+The helpers at the top are shared by the other ``test_simulator_*`` files (faults, the
+Anthropic format, structured output, settings)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import anthropic
 import httpx
 import openai
 import pytest
@@ -25,8 +31,27 @@ SETTINGS = SimulatorSettings(
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "what is a turnout?"}]
 
 
-def client(port: int) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=10)
+def client(port: int, timeout: float = 10) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=timeout)
+
+
+def anthropic_client(port: int, timeout: float = 10) -> anthropic.AsyncAnthropic:
+    """The SDK appends /v1/messages itself: its base URL is the server's root."""
+    return anthropic.AsyncAnthropic(base_url=f"http://127.0.0.1:{port}", api_key="x", max_retries=0, timeout=timeout)
+
+
+def instant(**fields: Any) -> SimulatorProfile:
+    """A profile that answers at once (no latency), with ``fields`` as its faults."""
+    return SimulatorProfile(latency_distribution="fixed", latency_ms=0, **fields)
+
+
+def simulator_settings(seed: int = 1234, **profiles: SimulatorProfile) -> SimulatorSettings:
+    return SimulatorSettings(seed=seed, default=instant(), profiles=profiles)
+
+
+async def health(port: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        return (await http.get("/health")).json()
 
 
 async def test_chat_completion_parses_with_the_openai_client():
@@ -109,7 +134,9 @@ async def test_rate_limit_rate_one_raises_rate_limit_error_with_retry_after():
     error = caught.value
     assert error.status_code == 429
     assert float(error.response.headers["retry-after"]) == pytest.approx(0.5)
+    assert error.response.headers["retry-after-ms"] == "500"  # both, as OpenAI sends them
     assert error.body["code"] == "rate_limit_exceeded"
+    assert error.body["type"] == "requests" and "limited" in error.body["message"]
 
 
 async def test_same_seed_gives_the_same_fault_sequence():
@@ -130,11 +157,35 @@ async def test_models_endpoint_parses_as_the_openai_models_list():
     assert {m.object for m in page.data} == {"model"}
 
 
-async def test_health_counts_calls():
+async def test_health_counts_calls_per_format_and_per_model():
     async with running_simulator(SETTINGS) as (_, port), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
         await http.post("/v1/chat/completions", json={"model": "steady", "messages": MESSAGES})
-        health = (await http.get("/health")).json()
-    assert health == {"status": "ok", "calls": 1}
+        await http.post("/v1/chat/completions", json={"model": "broken", "messages": MESSAGES})
+        await http.post("/v1/chat/completions", json={"model": "steady"})  # refused: no messages
+        report = (await http.get("/health")).json()
+    assert (report["status"], report["calls"], report["invalid_requests"]) == ("ok", 3, 1)
+    assert report["calls_by_format"] == {"openai": 3, "anthropic": 0}
+    assert report["faults"]["server_error"] == 1 and sum(report["faults"].values()) == 1
+    assert report["models"]["steady"]["calls"] == 1
+    assert report["models"]["broken"]["faults"]["server_error"] == 1
+    assert report["models"]["steady"]["latency_ms"]["count"] == 1
+
+
+async def test_streaming_requests_are_refused_with_400():
+    async with running_simulator(SETTINGS) as (_, port), client(port) as api:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await api.chat.completions.create(model="steady", messages=MESSAGES, stream=True)
+    assert caught.value.body["param"] == "stream"
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, "internal_error"), (502, "bad_gateway"), (503, "service_unavailable")])
+async def test_each_burst_status_is_an_openai_server_error(status, code):
+    settings = simulator_settings(burst=instant(burst_rate=1.0, burst_statuses=(status,)))
+    async with running_simulator(settings) as (_, port), client(port) as api:
+        with pytest.raises(openai.InternalServerError) as caught:
+            await api.chat.completions.create(model="burst", messages=MESSAGES)
+    assert caught.value.status_code == status
+    assert caught.value.body == {"message": caught.value.body["message"], "type": "server_error", "param": None, "code": code}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,97 @@
+"""What the simulator did, for ``/health``: calls per wire format, faults injected per
+kind (overall and per served model), and the latencies it sampled.
+
+Tests and benchmarks assert on these counters instead of on wall-clock time: a fault
+test checks that the simulator injected what the client saw, a latency test reads the
+delays the distribution produced rather than timing the calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .sim_faults import CallPlan, Fault
+
+__all__ = ["SimStats"]
+
+LATENCY_WINDOW = 10_000  # latencies kept per served model for the percentiles
+
+
+@dataclass
+class _ModelStats:
+    """One served model's share: its calls, its faults, its latencies."""
+
+    calls: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"calls": self.calls, "faults": _all_kinds(self.faults), "latency_ms": latency_summary(list(self.latencies_ms))}
+
+
+@dataclass
+class SimStats:
+    """The counters behind ``/health``; ``snapshot()`` is its body."""
+
+    calls: int = 0
+    invalid_requests: int = 0
+    by_format: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    bursts_started: int = 0
+    models: dict[str, _ModelStats] = field(default_factory=dict)
+
+    def call(self, wire: str) -> None:
+        self.calls += 1
+        self.by_format[wire] += 1
+
+    def invalid(self) -> None:
+        self.invalid_requests += 1
+
+    def planned(self, served_model: str, plan: CallPlan) -> None:
+        """A call's plan: its sampled latency, its faults, a burst it started."""
+        model = self.models.setdefault(served_model, _ModelStats())
+        model.calls += 1
+        model.latencies_ms.append(plan.latency_s * 1000)
+        self.bursts_started += plan.burst_started
+        for kind in plan.faults:
+            self.fault(served_model, kind)
+
+    def fault(self, served_model: str, kind: Fault) -> None:
+        self.faults[kind.value] += 1
+        self.models.setdefault(served_model, _ModelStats()).faults[kind.value] += 1
+
+    def latencies_ms(self, served_model: str) -> list[float]:
+        """The latencies sampled for ``served_model`` (the last ``LATENCY_WINDOW``), in call order."""
+        model = self.models.get(served_model)
+        return list(model.latencies_ms) if model else []
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "calls": self.calls,
+            "calls_by_format": {"openai": self.by_format["openai"], "anthropic": self.by_format["anthropic"]},
+            "invalid_requests": self.invalid_requests,
+            "faults": _all_kinds(self.faults),
+            "bursts_started": self.bursts_started,
+            "models": {name: stats.snapshot() for name, stats in sorted(self.models.items())},
+        }
+
+
+def _all_kinds(counts: Counter[str]) -> dict[str, int]:
+    """Every fault kind, zeros included, so that a reader never meets a missing key."""
+    return {kind.value: counts[kind.value] for kind in Fault}
+
+
+def latency_summary(samples: list[float]) -> dict[str, float]:
+    """count, p50, p90, p99 and max of ``samples`` (nearest-rank percentiles), in ms."""
+    if not samples:
+        return {"count": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    ordered = sorted(samples)
+
+    def rank(p: float) -> float:
+        return round(ordered[max(0, math.ceil(p * len(ordered)) - 1)], 3)
+
+    return {"count": len(ordered), "p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99), "max": round(ordered[-1], 3)}

@@ -1,0 +1,161 @@
+"""The simulator's format-neutral vocabulary: a parsed call, the answer to it, the wire
+format contract, and the composition of an answer from a profile and a fault plan.
+
+The OpenAI and Anthropic formats (``sim_openai``, ``sim_anthropic``) only translate
+between their JSON and these types, so that latency, faults, token accounting and
+structured output are written once and behave the same in both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from turnout.schemas.settings import SimulatorProfile
+
+from .sim_faults import CallPlan, Failure, Fault
+from .sim_json import instance, near_json, violate
+
+__all__ = ["Answer", "BadRequest", "SimCall", "Structured", "WireFormat", "compose_answer", "messages_of", "prompt_tokens", "request_body", "text_of"]
+
+CHARS_PER_TOKEN = 4
+_WORDS = "the router moves each prompt onto the track that serves it best under the policies in force".split()
+
+
+@dataclass(frozen=True)
+class Structured:
+    """A request for structured output: the JSON schema the answer must satisfy, a valid
+    document for it, and the tool it goes to when the request forced one (None for a
+    response format)."""
+
+    schema: dict[str, Any]
+    document: Any
+    tool: str | None = None
+    named: bool = True  # the tool was forced by name (OpenAI then finishes with "stop")
+
+    @classmethod
+    def of(cls, schema: Any, param: str, tool: str | None = None, named: bool = True) -> Structured:
+        """Read ``schema`` now, so that one the simulator cannot read is refused with a
+        400 naming ``param``, as the real APIs refuse an invalid schema."""
+        if not isinstance(schema, dict):
+            raise BadRequest(f"{param}: the JSON schema must be an object", param=param)
+        try:
+            return cls(schema, instance(schema), tool, named)
+        except (TypeError, ValueError, AttributeError, LookupError, ArithmeticError) as exc:
+            raise BadRequest(f"{param}: invalid JSON schema ({exc})", param=param) from None
+
+
+@dataclass(frozen=True)
+class SimCall:
+    """One parsed request, in the terms every format shares."""
+
+    model: str
+    prompt_tokens: int
+    last_text: str
+    max_tokens: int | None
+    structured: Structured | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the model says. ``text`` is what a text channel carries; ``document`` is the
+    parsed value when ``text`` is exact JSON (``exact``), which a tool-use block needs."""
+
+    text: str
+    tokens: int
+    cut: bool
+    document: Any = None
+    exact: bool = False
+    tool: str | None = None
+    fault: Fault | None = None
+
+
+class BadRequest(Exception):
+    """A request the real API would refuse: answered 400 (or 401) in the format's shape."""
+
+    def __init__(self, message: str, *, param: str | None = None, failure: Failure = Failure.INVALID_REQUEST) -> None:
+        super().__init__(message)
+        self.message, self.param, self.failure = message, param, failure
+
+
+class WireFormat(Protocol):
+    """One provider's wire format: parsing its requests, rendering answers and errors."""
+
+    name: str
+
+    def parse(self, raw: bytes, headers: Mapping[str, str]) -> SimCall:
+        """The call in the request body ``raw``; raise ``BadRequest``."""
+
+    def render(self, call: SimCall, answer: Answer) -> dict[str, Any]:
+        """The 200 body."""
+
+    def error(self, failure: Failure, message: str, param: str | None = None) -> tuple[int, dict[str, Any]]:
+        """The status and body of an error answer."""
+
+
+def text_of(content: Any) -> str:
+    """The text of a message's content: a string, or the text parts of a list of blocks
+    (OpenAI content parts and Anthropic content blocks alike)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
+
+
+def prompt_tokens(texts: list[str], turns: int) -> int:
+    """About four characters per token, plus a few per turn for the chat template."""
+    return max(1, round(sum(len(t) for t in texts) / CHARS_PER_TOKEN)) + 4 * turns
+
+
+def messages_of(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``messages`` array, checked the way both APIs check it."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise BadRequest("messages must be a non-empty array of objects", param="messages")
+    return messages
+
+
+def request_body(raw: bytes) -> tuple[dict[str, Any], str]:
+    """The decoded body and its ``model``, checked the way both APIs check them."""
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model: Field required", param="model")
+    if body.get("stream"):
+        raise BadRequest("stream: the simulator answers only non-streaming requests", param="stream")
+    return body, model
+
+
+def compose_answer(call: SimCall, profile: SimulatorProfile, plan: CallPlan) -> Answer:
+    """The answer for ``call``: prose of the profile's length, or for structured output a
+    document valid against the schema, broken when the plan asks for an output fault;
+    then cut to ``max_tokens`` (``cut``) like a provider cuts a long answer."""
+    if call.structured is None:
+        tokens = min(profile.output_tokens, call.max_tokens) if call.max_tokens else profile.output_tokens
+        return Answer(text=_prose(call, tokens), tokens=tokens, cut=tokens < profile.output_tokens)
+    schema, document, fault = call.structured.schema, call.structured.document, None
+    if plan.output_fault is Fault.SCHEMA_VIOLATION and (broken := violate(schema, document)) is not None:
+        document, fault = broken, Fault.SCHEMA_VIOLATION
+    text, exact = json.dumps(document, ensure_ascii=False), True
+    if plan.output_fault is Fault.NEAR_JSON and plan.near_json_style and (near := near_json(document, plan.near_json_style)):
+        text, exact, fault = near, False, Fault.NEAR_JSON
+    tokens = max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+    cut = bool(call.max_tokens and call.max_tokens < tokens)
+    if cut:
+        text, tokens, exact = text[: call.max_tokens * CHARS_PER_TOKEN], call.max_tokens, False
+    return Answer(text=text, tokens=tokens, cut=cut, document=document, exact=exact, tool=call.structured.tool, fault=fault)
+
+
+def _prose(call: SimCall, tokens: int) -> str:
+    last = call.last_text[:60].replace("\n", " ")
+    words = [_WORDS[i % len(_WORDS)] for i in range(max(0, tokens - 12))]
+    return f"[{call.model}] answer to: {last} — {' '.join(words)}"
