@@ -33,9 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field, model_validator
 
-from turnout.schemas.section import Section
+from turnout.schemas.worker_config import BreakerConfig
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -45,30 +44,6 @@ FAILURE_CODES: frozenset[str] = frozenset({"timeout", "backend_unreachable", "ba
 _BUCKETS = 30
 """The window is kept as this many time buckets, so its memory does not grow with the
 call rate; it slides in steps of ``window_s / _BUCKETS`` (1 s for a 30 s window)."""
-
-
-class BreakerConfig(Section):
-    """When a deployment's breaker trips and how it recovers."""
-
-    window_s: float = Field(default=30.0, gt=0, description="sliding window over which call outcomes are counted")
-    min_calls: int = Field(default=20, ge=1, description="calls the window must hold before the breaker judges the rates")
-    failure_rate: float = Field(default=0.5, gt=0, le=1, description="share of failed calls in the window that trips the breaker")
-    slow_call_s: float = Field(
-        default=20.0, gt=0, description="a call at least this long counts as slow; set it per deployment above its typical latency"
-    )
-    slow_call_rate: float | None = Field(
-        default=0.8, gt=0, le=1, description="share of slow calls in the window that trips the breaker; unset disables slow-call tripping"
-    )
-    open_s: float = Field(default=10.0, gt=0, description="how long the breaker stays open after it first trips")
-    max_open_s: float = Field(default=300.0, gt=0, description="cap of the open time, which doubles on every failed probe")
-    half_open_probes: int = Field(default=1, ge=1, description="probe calls admitted at once while half-open")
-    probe_successes: int = Field(default=2, ge=1, description="healthy probes that close the breaker again")
-
-    @model_validator(mode="after")
-    def _cap_above_base(self) -> BreakerConfig:
-        if self.max_open_s < self.open_s:
-            raise ValueError(f"max_open_s ({self.max_open_s}) must be at least open_s ({self.open_s})")
-        return self
 
 
 @dataclass(frozen=True)

@@ -50,23 +50,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from pydantic import Field
 
 from turnout.schemas.models import InferenceRequest, InferenceResponse, RoutedRequest
-from turnout.schemas.section import Section
+from turnout.schemas.worker_config import CacheConfig
 
 V = TypeVar("V")
 
 KEY_VERSION = 1
 """Part of every key: bump it when ``normalize`` changes, so old entries stop matching."""
-
-
-class CacheConfig(Section):
-    """The worker's response cache."""
-
-    max_entries: int = Field(default=10_000, ge=1, description="entries kept; the least recently used is evicted beyond it")
-    ttl_s: float = Field(default=3600.0, gt=0, description="seconds an answer is served after it was stored")
-    cache_sampled: bool = Field(default=False, description="also cache answers to requests with temperature > 0")
 
 
 @dataclass(frozen=True)

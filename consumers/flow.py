@@ -1,10 +1,9 @@
-"""Small pieces of flow control the worker composes: backoff, a shared pause, dedup."""
+"""Small pieces of flow control the worker composes: backoff and dedup (the 429 pause
+lives in the rate limiter, ``ratelimit.py``)."""
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 from collections import OrderedDict
 
 
@@ -13,24 +12,6 @@ def backoff_s(retry: int, base_s: float, max_s: float, rng: random.Random, retry
     ceiling = min(max_s, base_s * (2**retry))
     delay = rng.uniform(0, ceiling)
     return max(delay, retry_after_s) if retry_after_s is not None else delay
-
-
-class DeploymentPause:
-    """A 429's Retry-After pauses every call to the deployment, not only the one request."""
-
-    def __init__(self) -> None:
-        self._until = 0.0
-
-    def pause_for(self, seconds: float) -> None:
-        self._until = max(self._until, time.monotonic() + seconds)
-
-    def remaining_s(self) -> float:
-        return max(0.0, self._until - time.monotonic())
-
-    async def wait(self) -> None:
-        remaining = self.remaining_s()
-        if remaining > 0:
-            await asyncio.sleep(remaining)
 
 
 class AnsweredIds:

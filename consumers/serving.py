@@ -1,8 +1,23 @@
-"""Serving one routing slip on one deployment: call, retry, then answer or move on.
+"""Serving one routing slip on one deployment: cache, breaker, rate limit, call, retry,
+validate, then answer or move on.
 
 ``serve`` returns what to publish (a response and events, or the slip forwarded to the
 next step of its plan); the worker loop does the Kafka I/O. It never raises for a
 backend failure: every outcome becomes a message.
+
+In order, for one slip:
+
+1. an expired deadline is answered with ``deadline_exceeded``, never sent;
+2. an identical earlier answer of this deployment is served from the response cache
+   (unless the request opts out, samples, or is a shadow copy): no call, no cost;
+3. each try needs a breaker permit (an open breaker moves the slip on at once) and its
+   request and token budget from the rate limiter (a wait longer than the request can
+   afford moves it on); transient errors are retried with jittered exponential
+   backoff, and a 429's Retry-After pauses the whole deployment;
+4. an answer cut off by ``max_tokens`` escalates when the plan says so;
+5. with a ``response_schema``: valid answers pass, near-JSON is repaired, otherwise
+   one re-ask with the validation errors, then escalation, then a ``invalid_output``
+   error that lists the errors.
 """
 
 from __future__ import annotations
@@ -17,6 +32,7 @@ from turnout.schemas.models import (
     Attempt,
     AvroRecord,
     ErrorInfo,
+    InferenceRequest,
     InferenceResponse,
     RoutedRequest,
     Usage,
@@ -26,7 +42,11 @@ from turnout.schemas.settings import ModelDeployment, WorkerSettings
 from turnout.schemas.topics import Topics
 
 from .backend import BackendError, ChatBackend, Completion
-from .flow import DeploymentPause, backoff_s
+from .breaker import FAILURE_CODES, CircuitBreaker
+from .cache import ResponseCache, cache_key, cacheable, request_cacheable
+from .flow import backoff_s
+from .ratelimit import RateLimiter
+from .structured import InvalidSchema, StructuredChecker, reask_messages
 
 
 @dataclass
@@ -53,50 +73,102 @@ class Outcome:
     answered: bool = False
 
 
+@dataclass(frozen=True)
+class CachedAnswer:
+    content: str
+    finish_reason: str
+    validation: str
+
+
 @dataclass
 class Deployment:
-    """A fleet entry bound to its backend client and its shared flow-control state."""
+    """A fleet entry bound to its backend client and its flow-control state, shared by
+    every request this replica serves on it."""
 
     model_id: str
     config: ModelDeployment
     backend: ChatBackend
-    limit: asyncio.Semaphore
-    pause: DeploymentPause = field(default_factory=DeploymentPause)
+    limit: asyncio.Semaphore  # calls in flight (the deployment's concurrency)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    breaker: CircuitBreaker | None = None
+    cache: ResponseCache[CachedAnswer] | None = None
+    checker: StructuredChecker = field(default_factory=StructuredChecker)
+
+    def __post_init__(self) -> None:
+        if self.breaker is None:
+            self.breaker = CircuitBreaker(self.model_id)
+
+
+@dataclass
+class Call:
+    """What a run of tries on the backend ended with: a completion, or why not."""
+
+    slip: RoutedRequest
+    completion: Completion | None = None
+    started_at: datetime | None = None
+    skipped: ErrorInfo | None = None
+    expired: bool = False
 
 
 async def serve(slip: RoutedRequest, deployment: Deployment, topics: Topics, settings: WorkerSettings, rng: random.Random) -> Outcome:
-    request = slip.request
     outcome = Outcome()
-    skipped: ErrorInfo | None = None
+    if _expired(slip):
+        return _final(outcome, slip, topics, _deadline_error(slip))
+    key = _cache_key(slip, deployment, settings)
+    cached = deployment.cache.get(key) if key and deployment.cache is not None else None
+    if cached is not None:
+        return _final(outcome, slip, topics, _cached_response(slip, deployment, cached))
+    call = await _call(outcome, slip, slip.request, deployment, topics, settings, rng)
+    if call.expired:
+        return _final(outcome, call.slip, topics, _deadline_error(call.slip))
+    if call.completion is None:
+        return _move_on(outcome, call.slip, topics, call.skipped)
+    return await _answer(outcome, call, deployment, topics, settings, rng, key)
+
+
+async def _call(
+    outcome: Outcome,
+    slip: RoutedRequest,
+    request: InferenceRequest,
+    deployment: Deployment,
+    topics: Topics,
+    settings: WorkerSettings,
+    rng: random.Random,
+) -> Call:
+    """Try ``request`` on the deployment until it answers, the retries are spent, or
+    waiting would outlast the request. Every try is an attempt on the slip and an event."""
+    breaker = deployment.breaker
+    assert breaker is not None
+    tokens = _token_estimate(slip, request, deployment.config)
     for retry in range(deployment.config.max_retries + 1):
         if _expired(slip):
-            return _final(outcome, slip, topics, _deadline_error(slip))
-        paused = deployment.pause.remaining_s()
-        if paused > settings.max_wait_s or paused >= _seconds_left(slip):
-            skipped = ErrorInfo(
-                code="rate_limited",
-                message=f"{deployment.model_id} is paused for {paused:.1f}s more by a 429 Retry-After",
-                retryable=True,
-            )
-            break
+            return Call(slip, expired=True)
+        permit = breaker.acquire()
+        if permit is None:
+            return Call(slip, skipped=_skip("circuit_open", f"{deployment.model_id}'s circuit breaker is open"))
+        budget_s = min(settings.max_wait_s, _seconds_left(slip))
+        if deployment.limiter.would_wait_s(tokens) > budget_s:
+            permit.release()
+            return Call(slip, skipped=_limited(deployment, budget_s))
         started_at = utcnow()
         try:
-            await deployment.pause.wait()
+            await asyncio.wait_for(deployment.limiter.acquire(tokens), timeout=budget_s)
+        except TimeoutError:
+            permit.release()
+            return Call(slip, skipped=_limited(deployment, budget_s))
+        try:
             async with deployment.limit:
                 completion = await deployment.backend.complete(request)
         except BackendError as exc:
-            attempt = Attempt(
-                model=deployment.model_id,
-                provider=deployment.backend.provider,
-                started_at=started_at,
-                latency_ms=_ms_since(started_at),
-                status="error",
-                error=ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable, details=_status(exc)),
-            )
-            outcome.messages.append(Publish(topics.events, request.id, attempt_event(slip, attempt, len(slip.attempts), 0, 0, 0.0)))
-            slip = slip.model_copy(update={"attempts": [*slip.attempts, attempt]})
+            deployment.limiter.settle(tokens, 0)
+            latency_ms = _ms_since(started_at)
+            if exc.code in FAILURE_CODES:
+                permit.record(False, latency_ms / 1000)
+            else:
+                permit.release()  # a rejection or a 429 says nothing about the deployment's health
+            slip = _record_attempt(outcome, slip, deployment, topics, _failed_attempt(deployment, started_at, latency_ms, exc))
             if exc.code == "rate_limited" and exc.retry_after_s:
-                deployment.pause.pause_for(exc.retry_after_s)
+                deployment.limiter.pause_for(exc.retry_after_s)
             if not exc.retryable or retry == deployment.config.max_retries:
                 break
             delay = backoff_s(retry, settings.backoff_base_s, settings.backoff_max_s, rng, exc.retry_after_s)
@@ -104,45 +176,158 @@ async def serve(slip: RoutedRequest, deployment: Deployment, topics: Topics, set
                 break  # waiting here would outlast the request: move on along the plan instead
             await asyncio.sleep(delay)
             continue
-        return _answer(outcome, slip, deployment, completion, started_at, topics)
-    return _move_on(outcome, slip, topics, skipped)
+        permit.record(True, completion.latency_ms / 1000)
+        deployment.limiter.settle(tokens, completion.input_tokens + completion.output_tokens)
+        return Call(slip, completion, started_at)
+    return Call(slip)
 
 
-def _answer(
-    outcome: Outcome, slip: RoutedRequest, deployment: Deployment, completion: Completion, started_at: datetime, topics: Topics
+async def _answer(
+    outcome: Outcome, call: Call, deployment: Deployment, topics: Topics, settings: WorkerSettings, rng: random.Random, key: str | None
 ) -> Outcome:
-    cost = deployment.config.cost_usd(completion.input_tokens, completion.output_tokens)
-    attempt = Attempt(model=deployment.model_id, provider=deployment.backend.provider, started_at=started_at, latency_ms=completion.latency_ms, status="ok")
-    outcome.messages.append(
-        Publish(topics.events, slip.request.id, attempt_event(slip, attempt, len(slip.attempts), completion.input_tokens, completion.output_tokens, cost))
-    )
-    slip = slip.model_copy(update={"attempts": [*slip.attempts, attempt]})
+    completion, slip = call.completion, _record_success(outcome, call, deployment, topics)
+    assert completion is not None
     if completion.finish_reason == "length":  # cut off: the plan may say to escalate (the cascade)
-        escalation = slip.escalation_for("truncated")
-        if escalation is not None:
-            forwarded = slip.model_copy(update={"step": slip.step_index(escalation)})
-            outcome.messages.append(Publish(topics.model(escalation.model), slip.request.id, forwarded))
-            return outcome
+        forwarded = _escalate(outcome, slip, topics, "truncated")
+        if forwarded is not None:
+            return forwarded
+    content, validation, cost = completion.content, "", deployment.config.cost_usd(completion.input_tokens, completion.output_tokens)
+    usage_in, usage_out = completion.input_tokens, completion.output_tokens
+    schema = slip.request.response_schema
+    if schema:
+        try:
+            result = deployment.checker.check(content, schema)
+        except InvalidSchema as exc:
+            error = ErrorInfo(code="invalid_request", message=f"response_schema is not usable: {exc}")
+            return _final(outcome, slip, topics, error_response(slip.request.id, slip.request.tenant, error, slip))
+        validation = "repaired" if result.repaired else "passed"
+        if not result.ok:
+            reask = slip.request.model_copy(update={"messages": reask_messages(slip.request.messages, content, result.errors)})
+            second = await _call(outcome, slip, reask, deployment, topics, settings, rng)
+            slip = second.slip
+            if second.completion is not None:
+                slip = _record_success(outcome, second, deployment, topics)
+                usage_in, usage_out = usage_in + second.completion.input_tokens, usage_out + second.completion.output_tokens
+                cost += deployment.config.cost_usd(second.completion.input_tokens, second.completion.output_tokens)
+                result = deployment.checker.check(second.completion.content, schema)
+                completion, validation = second.completion, "reasked"
+            if not result.ok:
+                forwarded = _escalate(outcome, slip, topics, "validation_failed")
+                if forwarded is not None:
+                    return forwarded
+                return _final(outcome, slip, topics, _invalid_output(slip, deployment, result.errors, cost, usage_in, usage_out))
+        content = result.content or content
     response = InferenceResponse(
         id=slip.request.id,
         tenant=slip.request.tenant,
         status="ok",
         model=deployment.model_id,
         provider=deployment.backend.provider,
-        content=completion.content,
+        content=content,
         finish_reason=completion.finish_reason,
-        usage=Usage(input_tokens=completion.input_tokens, output_tokens=completion.output_tokens),
+        usage=Usage(input_tokens=usage_in, output_tokens=usage_out),
         cost_usd=cost,
         latency_ms=_ms_since(slip.request.created_at),
         backend_latency_ms=completion.latency_ms,
         routing=routing_meta(slip),
+        validation=validation,
     )
+    if key and deployment.cache is not None and cacheable(slip, response, settings.cache):
+        deployment.cache.put(key, CachedAnswer(content, completion.finish_reason, validation))
     return _final(outcome, slip, topics, response)
 
 
+# -- the pieces ------------------------------------------------------------------------------
+def _cache_key(slip: RoutedRequest, deployment: Deployment, settings: WorkerSettings) -> str | None:
+    if deployment.cache is None or slip.shadow or not request_cacheable(slip.request, settings.cache):
+        return None
+    return cache_key(slip.request, deployment.model_id)
+
+
+def _cached_response(slip: RoutedRequest, deployment: Deployment, cached: CachedAnswer) -> InferenceResponse:
+    """An earlier answer served again: nothing was paid, so usage and cost are zero."""
+    return InferenceResponse(
+        id=slip.request.id,
+        tenant=slip.request.tenant,
+        status="ok",
+        model=deployment.model_id,
+        provider=deployment.backend.provider,
+        content=cached.content,
+        finish_reason=cached.finish_reason,
+        usage=Usage(input_tokens=0, output_tokens=0),
+        latency_ms=_ms_since(slip.request.created_at),
+        routing=routing_meta(slip),
+        cache_hit=True,
+        validation=cached.validation,  # type: ignore[arg-type]
+    )
+
+
+def _token_estimate(slip: RoutedRequest, request: InferenceRequest, config: ModelDeployment) -> int:
+    """Tokens a call may use, for the tokens-per-minute budget before the provider says:
+    the router's count of the prompt plus the most the answer may take."""
+    signals = slip.decision.signals
+    prompt = signals.input_tokens + (sum(len(m.content) for m in request.messages[len(slip.request.messages) :]) // 4)
+    return max(1, prompt + (request.max_tokens or min(config.max_output_tokens, max(signals.expected_output_tokens, 1))))
+
+
+def _record_attempt(outcome: Outcome, slip: RoutedRequest, deployment: Deployment, topics: Topics, attempt: Attempt, usage: tuple[int, int, float] = (0, 0, 0.0)) -> RoutedRequest:
+    outcome.messages.append(Publish(topics.events, slip.request.id, attempt_event(slip, attempt, len(slip.attempts), *usage)))
+    return slip.model_copy(update={"attempts": [*slip.attempts, attempt]})
+
+
+def _record_success(outcome: Outcome, call: Call, deployment: Deployment, topics: Topics) -> RoutedRequest:
+    completion, started_at = call.completion, call.started_at
+    assert completion is not None and started_at is not None
+    cost = deployment.config.cost_usd(completion.input_tokens, completion.output_tokens)
+    attempt = Attempt(model=deployment.model_id, provider=deployment.backend.provider, started_at=started_at, latency_ms=completion.latency_ms, status="ok")
+    return _record_attempt(outcome, call.slip, deployment, topics, attempt, (completion.input_tokens, completion.output_tokens, cost))
+
+
+def _failed_attempt(deployment: Deployment, started_at: datetime, latency_ms: float, exc: BackendError) -> Attempt:
+    return Attempt(
+        model=deployment.model_id,
+        provider=deployment.backend.provider,
+        started_at=started_at,
+        latency_ms=latency_ms,
+        status="error",
+        error=ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable, details=_status(exc)),
+    )
+
+
+def _skip(code: str, message: str) -> ErrorInfo:
+    return ErrorInfo(code=code, message=message, retryable=True)
+
+
+def _limited(deployment: Deployment, budget_s: float) -> ErrorInfo:
+    paused = deployment.limiter.paused_s()
+    why = f"paused for {paused:.1f}s more by a 429 Retry-After" if paused else "at its rate limit"
+    return _skip("rate_limited", f"{deployment.model_id} is {why}; the request cannot wait past {budget_s:.1f}s")
+
+
+def _escalate(outcome: Outcome, slip: RoutedRequest, topics: Topics, trigger: str) -> Outcome | None:
+    escalation = slip.escalation_for(trigger)
+    if escalation is None:
+        return None
+    forwarded = slip.model_copy(update={"step": slip.step_index(escalation)})
+    outcome.messages.append(Publish(topics.model(escalation.model), slip.request.id, forwarded))
+    return outcome
+
+
+def _invalid_output(slip: RoutedRequest, deployment: Deployment, errors: tuple[str, ...], cost: float, usage_in: int, usage_out: int) -> InferenceResponse:
+    error = ErrorInfo(
+        code="invalid_output",
+        message=f"{deployment.model_id}'s answer does not satisfy the response_schema, even after a repair and a re-ask: " + "; ".join(errors),
+        details={"validation_errors": "\n".join(errors)},
+    )
+    response = error_response(slip.request.id, slip.request.tenant, error, slip)
+    return response.model_copy(
+        update={"model": deployment.model_id, "cost_usd": cost, "usage": Usage(input_tokens=usage_in, output_tokens=usage_out), "validation": "failed"}
+    )
+
+
 def _move_on(outcome: Outcome, slip: RoutedRequest, topics: Topics, skipped: ErrorInfo | None) -> Outcome:
-    """Retries are spent (or the deployment is paused past what the request can wait):
-    forward the slip to the next step of its plan, or give up."""
+    """Retries are spent (or the deployment cannot take the request in time): forward the
+    slip to the next step of its plan, or give up."""
     next_step = slip.next_step
     if next_step is not None:
         forwarded = slip.model_copy(update={"step": slip.step_index(next_step)})

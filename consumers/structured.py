@@ -29,25 +29,12 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
-from pydantic import Field
 from referencing.exceptions import Unresolvable
 
 from turnout.schemas.models import ChatMessage
-from turnout.schemas.section import Section
+from turnout.schemas.worker_config import StructuredConfig
 
 _FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\r?\n(.*?)```", re.DOTALL)
-
-
-class StructuredConfig(Section):
-    """How answers to requests with a ``response_schema`` are checked."""
-
-    repair: bool = Field(default=True, description="repair near-JSON (fences, trailing commas, quotes, cut-off brackets) before judging")
-    check_formats: bool = Field(
-        default=False, description="enforce 'format' (date-time, email, …); off by default, as JSON Schema makes it an annotation"
-    )
-    max_errors: int = Field(default=10, ge=1, description="validation errors reported (and shown in a re-ask) at most")
-    max_error_chars: int = Field(default=200, ge=40, description="length of one reported error at most")
-    validator_cache_size: int = Field(default=256, ge=1, description="compiled validators kept, one per distinct schema")
 
 
 class InvalidSchema(ValueError):

@@ -1,9 +1,18 @@
-"""A model worker: consume ``<prefix>.model.<id>`` in batches, serve, publish, commit.
+"""A model worker: consume ``<prefix>.model.<id>`` continuously, serve, publish, commit.
 
-Offsets are committed only after everything a batch produced is acknowledged by the
-broker, so a crash replays at most the last batch; replayed requests this replica
-already answered are skipped (``AnsweredIds``). Replicas of the same model share the
-consumer group ``turnout-worker-<id>``, so Kafka spreads partitions across them.
+Requests are served concurrently as they arrive (up to the deployment's concurrency in
+the backend, up to ``max_in_flight`` held in the replica); when a replica is saturated
+it pauses its partitions instead of buffering without bound, and resumes below half of
+that. Requests finish out of order, so a partition's offset is committed only up to its
+oldest request still in flight (``OffsetTracker``), and only after everything that
+request produced is acknowledged by the broker: a crash replays unfinished requests,
+and replayed ones this replica already answered are skipped (``AnsweredIds``).
+
+Replicas of a model share the consumer group ``turnout-worker-<id>``: Kafka spreads the
+partitions, and each replica takes the share of the provider's rate limits that matches
+the share of partitions it owns, updated on every rebalance. Each replica publishes its
+circuit breaker's state and its backlog on the compacted health topic, at once when
+the breaker changes state, so routers stop planning onto an open breaker.
 """
 
 from __future__ import annotations
@@ -15,8 +24,8 @@ import random
 import signal
 import socket
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options
 from turnout.schemas.models import DeploymentHealth, RoutedRequest
@@ -24,8 +33,13 @@ from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
 
 from .backends import make_backend
+from .breaker import CircuitBreaker, Transition
+from .cache import ResponseCache
 from .flow import AnsweredIds
+from .offsets import OffsetTracker
+from .ratelimit import RateLimitConfig, RateLimiter
 from .serving import DeadLetter, Deployment, Outcome, serve
+from .structured import StructuredChecker
 
 log = logging.getLogger("turnout.worker")
 STAGE = "worker"
@@ -37,8 +51,17 @@ def group_id(model_id: str) -> str:
 
 def build_deployment(settings: Settings, model_id: str) -> Deployment:
     config = settings.fleet[model_id]
-    backend = make_backend(model_id, config, settings.backend_url(model_id))
-    return Deployment(model_id, config, backend, asyncio.Semaphore(config.concurrency))
+    worker = settings.worker
+    return Deployment(
+        model_id,
+        config,
+        make_backend(model_id, config, settings.backend_url(model_id)),
+        asyncio.Semaphore(config.concurrency),
+        limiter=RateLimiter(RateLimitConfig(rpm=config.rpm, tpm=config.tpm)),
+        breaker=CircuitBreaker(model_id, worker.breaker),
+        cache=ResponseCache(worker.cache) if worker.cache_enabled else None,
+        checker=StructuredChecker(worker.structured),
+    )
 
 
 class ModelWorker:
@@ -52,8 +75,15 @@ class ModelWorker:
         self.answered = AnsweredIds(settings.worker.dedup_capacity)
         self.rng = random.Random()
         self.replica = f"{socket.gethostname()}-{os.getpid()}"
+        self.max_in_flight = settings.worker.max_in_flight or 4 * settings.fleet[model_id].concurrency
+        self.offsets = OffsetTracker()
         self._in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks_of: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._health_now = asyncio.Event()
+        self._paused = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -61,45 +91,65 @@ class ModelWorker:
     async def run(self) -> None:
         kafka = self.settings.kafka
         deployment = build_deployment(self.settings, self.model_id)
-        consumer = AIOKafkaConsumer(self.topic, **consumer_options(kafka, f"worker-{self.model_id}", group_id(self.model_id)))
+        assert deployment.breaker is not None
+        deployment.breaker = CircuitBreaker(self.model_id, deployment.breaker.config, on_change=self._breaker_changed)
+        consumer = AIOKafkaConsumer(**consumer_options(kafka, f"worker-{self.model_id}", group_id(self.model_id)))
+        consumer.subscribe([self.topic], listener=_Rebalance(self, consumer, deployment))
         producer = AIOKafkaProducer(**producer_options(kafka, f"worker-{self.model_id}"))
         await producer.start()
         await consumer.start()
-        log.info("worker %s consuming %s", self.model_id, self.topic)
-        reporter = asyncio.create_task(self._report_health(consumer, producer))
+        log.info("worker %s consuming %s (at most %d requests in flight)", self.model_id, self.topic, self.max_in_flight)
+        reporter = asyncio.create_task(self._report_health(consumer, producer, deployment))
         try:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and self._failure is None:
+                self._apply_backpressure(consumer, deployment)
                 batches = await consumer.getmany(timeout_ms=self.settings.worker.poll_timeout_ms, max_records=self.settings.worker.batch_size)
-                records = [record for batch in batches.values() for record in batch]
-                if not records:
-                    continue
-                outcomes = await asyncio.gather(*(self._handle(record, deployment) for record in records))
-                await asyncio.gather(*[await send for outcome in outcomes for send in self._sends(producer, outcome)])
-                await consumer.commit()
+                for records in batches.values():
+                    for record in records:
+                        self._start(record, deployment, producer)
+                await self.commit(consumer)
+            if self._tasks:
+                await asyncio.wait(self._tasks)  # drain: finish what was started, then commit it
+            await self.commit(consumer)
+            if self._failure is not None:
+                raise self._failure
         finally:
             reporter.cancel()
+            for task in self._tasks:
+                task.cancel()
             await producer.send_and_wait(self.settings.topics.health, value=None, key=self._health_key())  # gone: forget me
             await consumer.stop()
             await producer.stop()
             await deployment.backend.aclose()
 
-    def _health_key(self) -> bytes:
-        return f"{self.model_id}/{self.replica}".encode()
+    # -- the requests ----------------------------------------------------------------------------
+    def _start(self, record: ConsumerRecord, deployment: Deployment, producer: AIOKafkaProducer) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        self.offsets.start(tp, record.offset)
+        task = asyncio.create_task(self._serve_and_publish(record, tp, deployment, producer))
+        self._tasks.add(task)
+        self._tasks_of.setdefault(tp, set()).add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._tasks_of[tp].discard)
 
-    async def _report_health(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
-        """Tell the router how much waits on this replica's partitions (its lag)."""
-        while True:
-            backlog = 0
-            for tp in consumer.assignment():
-                highwater = consumer.highwater(tp)
-                if highwater is not None:
-                    backlog += max(0, highwater - await consumer.position(tp))
-            report = DeploymentHealth(model=self.model_id, replica=self.replica, backlog=backlog)
-            try:
-                await producer.send(self.settings.topics.health, value=self.codec.encode(report), key=self._health_key())
-            except Exception as exc:  # reporting must never stop serving
-                log.warning("health report failed: %s", exc)
-            await asyncio.sleep(self.settings.worker.health_interval_s)
+    async def finish_partitions(self, partitions: set[TopicPartition], timeout_s: float) -> None:
+        """Let the requests of ``partitions`` finish (bounded), so that their new owner
+        does not call the backend again for requests this replica is answering."""
+        pending = set().union(*(self._tasks_of.pop(tp, set()) for tp in partitions)) if partitions else set()
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+
+    async def _serve_and_publish(self, record: ConsumerRecord, tp: TopicPartition, deployment: Deployment, producer: AIOKafkaProducer) -> None:
+        try:
+            outcome = await self._handle(record, deployment)
+            await asyncio.gather(*[await send for send in self._sends(producer, outcome)])
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a send the broker refused: stop before committing past it
+            log.exception("publishing the outcome of %s[%s]@%s failed", record.topic, record.partition, record.offset)
+            self._failure = self._failure or exc
+            return
+        self.offsets.finish(tp, record.offset)
 
     def _sends(self, producer: AIOKafkaProducer, outcome: Outcome) -> list:
         sends = [producer.send(m.topic, value=self.codec.encode(m.record), key=m.key.encode()) for m in outcome.messages]
@@ -124,6 +174,84 @@ class ModelWorker:
         if outcome.answered:
             self.answered.add(request_id)
         return outcome
+
+    # -- flow control -----------------------------------------------------------------------------
+    def saturated(self, deployment: Deployment) -> bool:
+        """Too much held already: requests queued for the rate limit count as held."""
+        return self.offsets.in_flight() >= self.max_in_flight or deployment.limiter.waiting >= self.max_in_flight
+
+    def _apply_backpressure(self, consumer: AIOKafkaConsumer, deployment: Deployment) -> None:
+        if not self._paused and self.saturated(deployment):
+            consumer.pause(*consumer.assignment())
+            self._paused = True
+            log.info("worker %s saturated (%d in flight): partitions paused", self.model_id, self.offsets.in_flight())
+        elif self._paused and self.offsets.in_flight() <= self.max_in_flight // 2 and deployment.limiter.waiting < self.max_in_flight // 2:
+            consumer.resume(*consumer.assignment())
+            self._paused = False
+
+    async def commit(self, consumer: AIOKafkaConsumer) -> None:
+        owned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in self.offsets.committable().items() if tp in owned}
+        if not offsets:
+            return
+        await consumer.commit(offsets)
+        self.offsets.committed(offsets)
+
+    # -- health -----------------------------------------------------------------------------------
+    def _health_key(self) -> bytes:
+        return f"{self.model_id}/{self.replica}".encode()
+
+    def _breaker_changed(self, transition: Transition) -> None:
+        log.warning("breaker of %s: %s -> %s (%s)", transition.deployment, transition.old, transition.new, transition.reason)
+        self._health_now.set()
+
+    async def _report_health(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, deployment: Deployment) -> None:
+        """Tell the routers this replica's breaker state and how much waits on its
+        partitions: every ``health_interval_s``, and at once when the breaker moves."""
+        assert deployment.breaker is not None
+        while True:
+            backlog = self.offsets.in_flight()
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    backlog += max(0, highwater - await consumer.position(tp))
+            state = deployment.breaker.snapshot().state  # also moves open -> half_open when its time is up
+            report = DeploymentHealth(model=self.model_id, replica=self.replica, breaker=state, backlog=backlog)
+            try:
+                await producer.send(self.settings.topics.health, value=self.codec.encode(report), key=self._health_key())
+            except Exception as exc:  # reporting must never stop serving
+                log.warning("health report failed: %s", exc)
+            self._health_now.clear()
+            try:
+                await asyncio.wait_for(self._health_now.wait(), timeout=self.settings.worker.health_interval_s)
+            except TimeoutError:
+                pass
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Keeps the rate-limit share equal to the share of partitions owned; before
+    partitions move to another replica, lets their requests finish (for at most half a
+    session timeout) and commits them."""
+
+    def __init__(self, worker: ModelWorker, consumer: AIOKafkaConsumer, deployment: Deployment) -> None:
+        self.worker = worker
+        self.consumer = consumer
+        self.deployment = deployment
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.worker.finish_partitions(revoked, timeout_s=self.worker.settings.kafka.session_timeout_ms / 2000)
+        try:
+            await self.worker.commit(self.consumer)
+        except Exception as exc:  # the new owner replays what was not committed
+            log.warning("commit before a rebalance failed: %s", exc)
+        self.worker.offsets.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        total = len(self.consumer.partitions_for_topic(self.worker.topic) or ()) or len(assigned) or 1
+        self.deployment.limiter.set_share(len(assigned), total)
+        if self.worker._paused and assigned:
+            self.consumer.pause(*assigned)  # a saturated replica stays paused on its new partitions too
+        log.info("worker %s owns %d of %d partitions: %.0f%% of the rate limits", self.worker.model_id, len(assigned), total, 100 * len(assigned) / total)
 
 
 def run_worker(settings: Settings, model_id: str) -> None:

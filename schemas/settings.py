@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from .fleet import ModelDeployment
 from .policy import Policy, Route, RouteMatch, TenantPolicy, TokenRange
 from .section import Section
+from .worker_config import BreakerConfig, CacheConfig, StructuredConfig
 from .topics import Topics
 
 __all__ = ["ModelDeployment", "Route", "RouteMatch", "TenantPolicy", "TokenRange", "Settings", "load_settings"]
@@ -112,6 +113,15 @@ class WorkerSettings(Section):
         default=30.0, gt=0, description="longest a request waits on a Retry-After before moving on along its plan"
     )
     dedup_capacity: int = Field(default=100_000, ge=0, description="request ids remembered as answered")
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="requests a replica holds at once before it pauses its partitions; unset means 4 x the deployment's concurrency",
+    )
+    breaker: BreakerConfig = BreakerConfig()
+    cache: CacheConfig = CacheConfig()
+    cache_enabled: bool = Field(default=True, description="serve identical requests from the response cache (each request may opt out)")
+    structured: StructuredConfig = StructuredConfig()
 
 
 class SinkSettings(Section):

@@ -1,4 +1,4 @@
-"""consumers/flow.py: backoff with full jitter, the shared deployment pause, answered-id memory.
+"""consumers/flow.py: backoff with full jitter and answered-id memory.
 
 No wall clock: randomness comes from a seeded ``random.Random`` and the pause is tested
 with a fake clock and a recording sleep.
@@ -7,12 +7,11 @@ with a fake clock and a recording sleep.
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 
 import pytest
 
 from turnout.consumers import flow
-from turnout.consumers.flow import AnsweredIds, DeploymentPause, backoff_s
+from turnout.consumers.flow import AnsweredIds, backoff_s
 
 SAMPLES = 500
 
@@ -71,70 +70,6 @@ def test_retry_after_beyond_the_cap_is_honoured() -> None:
 def test_zero_retry_after_is_a_floor_of_zero_not_absent() -> None:
     rng_a, rng_b = random.Random(4), random.Random(4)
     assert backoff_s(1, 0.2, 10.0, rng_a, retry_after_s=0.0) == backoff_s(1, 0.2, 10.0, rng_b)
-
-
-# -- DeploymentPause ------------------------------------------------------------------------------
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    # replace the module references flow uses, not the global time/asyncio modules
-    monkeypatch.setattr(flow, "time", SimpleNamespace(monotonic=fake.monotonic))
-    monkeypatch.setattr(flow, "asyncio", SimpleNamespace(sleep=fake.sleep))
-    return fake
-
-
-async def test_unpaused_deployment_does_not_wait(clock: FakeClock) -> None:
-    await DeploymentPause().wait()
-    assert clock.slept == []
-
-
-async def test_pause_waits_for_the_remaining_time(clock: FakeClock) -> None:
-    pause = DeploymentPause()
-    pause.pause_for(2.0)
-    clock.now += 0.5
-    await pause.wait()
-    assert clock.slept == [pytest.approx(1.5)]
-    await pause.wait()  # the pause is over
-    assert len(clock.slept) == 1
-
-
-def test_remaining_time_counts_down_to_zero(clock: FakeClock) -> None:
-    pause = DeploymentPause()
-    assert pause.remaining_s() == 0.0
-    pause.pause_for(2.0)
-    clock.now += 0.5
-    assert pause.remaining_s() == pytest.approx(1.5)
-    clock.now += 10
-    assert pause.remaining_s() == 0.0
-
-
-async def test_a_shorter_pause_does_not_cut_a_longer_one(clock: FakeClock) -> None:
-    pause = DeploymentPause()
-    pause.pause_for(5.0)
-    pause.pause_for(1.0)
-    await pause.wait()
-    assert clock.slept == [pytest.approx(5.0)]
-
-
-async def test_a_longer_pause_extends_the_current_one(clock: FakeClock) -> None:
-    pause = DeploymentPause()
-    pause.pause_for(1.0)
-    pause.pause_for(3.0)
-    await pause.wait()
-    assert clock.slept == [pytest.approx(3.0)]
 
 
 # -- AnsweredIds ---------------------------------------------------------------------------------

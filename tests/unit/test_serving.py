@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 import types
 
 import httpx
 import pytest
 
-import turnout.consumers.flow as flow
 import turnout.consumers.serving as serving
 from backend_fixtures import (
     TOPICS,
@@ -24,7 +25,7 @@ from backend_fixtures import (
     past,
     status,
 )
-from turnout.consumers.flow import DeploymentPause
+from turnout.consumers.ratelimit import RateLimiter
 from turnout.consumers.serving import Outcome, serve
 from turnout.schemas.models import InferenceResponse, RoutedRequest
 from turnout.schemas.serde import AvroCodec
@@ -215,7 +216,9 @@ async def test_fallback_step_succeeding_records_the_whole_path():
 
 
 # -- rate limits ------------------------------------------------------------------------------
-class RecordingPause(DeploymentPause):
+class RecordingLimiter(RateLimiter):
+    """The deployment's real limiter, remembering the pauses it was given."""
+
     def __init__(self) -> None:
         super().__init__()
         self.paused_for: list[float] = []
@@ -224,18 +227,18 @@ class RecordingPause(DeploymentPause):
     def pause_for(self, seconds: float) -> None:
         super().pause_for(seconds)
         self.paused_for.append(seconds)
-        self.until_after_pause.append(self._until)
+        self.until_after_pause.append(time.monotonic() + self.paused_s())
 
 
 async def test_429_with_retry_after_pauses_the_deployment_and_retries():
     script = Script(status(429, "slow down", {"Retry-After": "0.02"}), ok(content="after the pause"))
     deployment = make_deployment(script, max_retries=2)
-    deployment.pause = RecordingPause()
+    deployment.limiter = RecordingLimiter()
     outcome = await run(make_slip(), deployment)
 
-    assert deployment.pause.paused_for == [pytest.approx(0.02)]
+    assert deployment.limiter.paused_for == [pytest.approx(0.02)]
     # the retry was not sent before the deployment's pause ended
-    assert script.call_times[1] >= deployment.pause.until_after_pause[0]
+    assert script.call_times[1] >= deployment.limiter.until_after_pause[0]
     assert script.calls == 2 and outcome.answered
     assert responses(outcome)[0].content == "after the pause"
     assert [e.error_kind for e in events_of(outcome.messages, "attempt")] == ["rate_limited", ""]
@@ -244,20 +247,20 @@ async def test_429_with_retry_after_pauses_the_deployment_and_retries():
 async def test_429_pause_is_shared_by_the_next_request_on_the_deployment():
     script = Script(status(429, headers={"retry-after-ms": "20"}), ok(), ok())
     deployment = make_deployment(script, max_retries=0)
-    deployment.pause = RecordingPause()
+    deployment.limiter = RecordingLimiter()
     first = await serve(make_slip(make_request(id="r1")), deployment, TOPICS, SETTINGS, random.Random(1))
-    assert not first.answered and deployment.pause.paused_for == [pytest.approx(0.02)]
+    assert not first.answered and deployment.limiter.paused_for == [pytest.approx(0.02)]
     second = await run(make_slip(make_request(id="r2")), deployment)
     assert second.answered
-    assert script.call_times[1] >= deployment.pause.until_after_pause[0]
+    assert script.call_times[1] >= deployment.limiter.until_after_pause[0]
 
 
 async def test_429_without_retry_after_does_not_pause():
     script = Script(status(429), ok())
     deployment = make_deployment(script)
-    deployment.pause = RecordingPause()
+    deployment.limiter = RecordingLimiter()
     outcome = await run(make_slip(), deployment)
-    assert deployment.pause.paused_for == []
+    assert deployment.limiter.paused_for == []
     assert outcome.answered and script.calls == 2
 
 
@@ -267,9 +270,8 @@ async def test_retry_after_beyond_the_deadline_does_not_sleep_past_it(monkeypatc
     async def recording_sleep(seconds: float) -> None:
         slept.append(seconds)  # record what serve() would wait, without waiting
 
-    fake_asyncio = types.SimpleNamespace(sleep=recording_sleep)
+    fake_asyncio = types.SimpleNamespace(sleep=recording_sleep, wait_for=asyncio.wait_for)
     monkeypatch.setattr(serving, "asyncio", fake_asyncio)  # the retry backoff
-    monkeypatch.setattr(flow, "asyncio", fake_asyncio)  # the deployment pause
     script = Script(status(429, headers={"Retry-After": "3600"}), ok())
     deployment = make_deployment(script, max_retries=2)
     outcome = await run(make_slip(make_request(deadline=future(30))), deployment)
