@@ -1,0 +1,139 @@
+"""Workers under faults: 30 % of the calls to one deployment fail (5xx, 429 with
+Retry-After, timeouts), on the real broker with the simulator injecting them.
+
+Every request still ends with exactly one response on the responses topic (served by
+the faulty model, by its fallback, or a structured error), none is lost, and the faulty
+deployment's circuit breaker opens and closes again as configured, as its health
+reports on the compacted health topic show.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from turnout.producers.client import TurnoutClient, new_request
+from turnout.schemas.models import DeploymentHealth, InferenceResponse
+from turnout.schemas.serde import codec_for
+from turnout.stack import DevStack
+
+REQUESTS = 300
+
+CONFIG = """
+[kafka]
+topic_prefix = "ftest"
+partitions = 3
+
+[fleet.faulty]
+provider = "simulated"
+served_model = "sim-faulty"
+concurrency = 16
+timeout_s = 0.5          # the simulator's hangs last 3 s: a timeout, then a retry
+max_retries = 1
+price_input_per_mtok = 0.1
+price_output_per_mtok = 0.2
+
+[fleet.steady]
+provider = "simulated"
+served_model = "sim-steady"
+concurrency = 16
+price_input_per_mtok = 1.0
+price_output_per_mtok = 2.0
+
+[[routes]]
+name = "default"
+model = "faulty"
+fallback = ["steady"]
+
+[worker]
+backoff_base_s = 0.01
+backoff_max_s = 0.05
+max_wait_s = 2
+health_interval_s = 0.5
+cache_enabled = false     # every request is a fresh call: the faults must be met
+
+[worker.breaker]
+window_s = 5
+min_calls = 10
+failure_rate = 0.2        # 30 % failing calls (429s excluded: 20 %) trips it
+slow_call_rate = 1.0
+open_s = 0.5
+max_open_s = 1.0
+probe_successes = 2
+
+[simulator]
+seed = 7
+
+[simulator.default]
+latency_ms = 5
+latency_jitter_ms = 1
+
+[simulator.profiles.sim-faulty]
+latency_ms = 5
+latency_jitter_ms = 1
+error_rate = 0.1
+rate_limit_rate = 0.1
+retry_after_s = 0.05
+timeout_rate = 0.1
+hang_s = 3
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("faults")
+    config = workdir / "faults.toml"
+    config.write_text(CONFIG)
+    stack = DevStack(config, workdir)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        for log in sorted(stack.logs.glob("*.log")):
+            print(f"==== {log.name} (last 30 lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+
+
+async def read_topic(settings, topic: str, expected: int | None = None, rounds: int = 60) -> list:
+    """Every record of ``topic`` (until ``expected`` are read, or the topic stops growing)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    records: list = []
+    try:
+        quiet = 0
+        for _ in range(rounds):
+            batch = await consumer.getmany(timeout_ms=250)
+            got = [r for rs in batch.values() for r in rs]
+            records += got
+            quiet = 0 if got else quiet + 1
+            if (expected is not None and len(records) >= expected and quiet >= 2) or (expected is None and quiet >= 4 and records):
+                break
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def test_every_request_gets_exactly_one_response_and_the_breaker_cycles(stack):
+    settings = stack.settings
+    requests = [new_request(f"Tell me fact number {n} about trains.", "acme") for n in range(REQUESTS)]
+    async with TurnoutClient(settings.kafka) as client:
+        ids = await client.publish(requests)
+        answers = await client.gather(ids, 240)
+    assert len(answers) == REQUESTS  # none lost
+
+    codec = codec_for(settings.kafka)
+    records = await read_topic(settings, settings.topics.responses, expected=REQUESTS)
+    responses = [codec.decode(r.value, InferenceResponse) for r in records]
+    per_id = Counter(r.id for r in responses)
+    assert set(per_id) == set(ids) and max(per_id.values()) == 1, "exactly one response per request"
+    served_by = Counter(r.model if r.status == "ok" else f"error:{r.error.code}" for r in responses)
+    assert served_by["faulty"] > 0 and served_by["steady"] > 0, served_by  # faults moved some along the plan
+    assert sum(n for k, n in served_by.items() if k.startswith("error:")) == 0, served_by  # the fallback is healthy
+
+    reports = [codec.decode(r.value, DeploymentHealth) for r in await read_topic(settings, settings.topics.health) if r.value]
+    states = [r.breaker for r in reports if r.model == "faulty"]
+    assert "open" in states, f"the breaker never opened: {Counter(states)}"
+    first_open = states.index("open")
+    assert "closed" in states[first_open:], f"the breaker never closed again after opening: {states[first_open:]}"
