@@ -8,6 +8,11 @@ adapter only says where to POST, what to send and how to read the answer.
 Ollama, llama.cpp's server, TGI, Turnout's simulator); ``anthropic_backend`` and
 ``gemini_backend`` hold the other two. The request-translation helpers at the bottom
 are shared by the adapters whose formats differ from OpenAI's in the same ways.
+
+``embed`` sends many texts in one call to a format's batch embeddings endpoint
+(OpenAI's ``/embeddings``, Gemini's ``:batchEmbedContents``) through the same plumbing,
+so its errors are classified, retried and scrubbed exactly like a chat call's; a format
+without one (Anthropic) refuses with a non-retryable ``invalid_request``.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple, Protocol, TypedDict
+from typing import Any, ClassVar, NamedTuple, Protocol, TypedDict, TypeVar
 
 import httpx
 from pydantic import SecretStr
 
 from turnout.schemas.models import ChatMessage, InferenceRequest
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,28 @@ class Completion:
     input_tokens: int
     output_tokens: int
     latency_ms: float
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """One vector per text, in the order of the texts; ``input_tokens`` as the provider
+    reported them (0 when it reports none)."""
+
+    vectors: list[list[float]]
+    input_tokens: int
+    latency_ms: float
+
+    @property
+    def output_tokens(self) -> int:
+        """An embedding has no generated tokens; here so usage reads alike for both kinds of call."""
+        return 0
+
+
+class Embeddings(NamedTuple):
+    """What an adapter reads out of a 200 embeddings body; the base class adds the latency."""
+
+    vectors: list[list[float]]
+    input_tokens: int
 
 
 class BackendError(Exception):
@@ -50,6 +79,8 @@ class ChatBackend(Protocol):
     provider: str
 
     async def complete(self, request: InferenceRequest) -> Completion: ...
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult: ...
 
     async def aclose(self) -> None: ...
 
@@ -77,10 +108,11 @@ class HttpChatBackend:
     """POST a JSON body, classify what comes back. The API key is sent, never logged.
 
     Subclasses set ``default_provider`` (the wire format's name) and ``fixed_headers``, and
-    implement ``auth_headers``, ``endpoint``, ``body`` and ``read``. ``body`` raises
-    ``invalid_request`` for what the format cannot express; ``read`` may raise
-    ``ValueError``/``LookupError``/``TypeError`` on a body of the wrong shape, which becomes a
-    retryable ``malformed_response``.
+    implement ``auth_headers``, ``endpoint``, ``body`` and ``read``; a format with a batch
+    embeddings endpoint also implements ``embedding_endpoint``, ``embedding_body`` and
+    ``read_embeddings``. ``body`` raises ``invalid_request`` for what the format cannot
+    express; ``read`` may raise ``ValueError``/``LookupError``/``TypeError`` on a body of the
+    wrong shape, which becomes a retryable ``malformed_response``.
     """
 
     default_provider = "http"
@@ -121,6 +153,16 @@ class HttpChatBackend:
     def read(self, payload: Any, request: InferenceRequest) -> Answer:
         raise NotImplementedError
 
+    def embedding_endpoint(self) -> str:
+        """Where a batch of texts is embedded; a format without such an endpoint refuses."""
+        raise invalid_request(f"embeddings are not supported by the {self.default_provider} API")
+
+    def embedding_body(self, texts: list[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def read_embeddings(self, payload: Any, texts: list[str]) -> Embeddings:
+        raise NotImplementedError
+
     def retry_after(self, response: httpx.Response) -> float | None:
         """How long a 429 asks us to wait; the standard headers unless a format says more."""
         return retry_after_header(response)
@@ -130,19 +172,30 @@ class HttpChatBackend:
         await self._http.aclose()
 
     async def complete(self, request: InferenceRequest) -> Completion:
+        answer, latency_ms = await self._exchange(self.endpoint(), self.body(request), lambda payload: self.read(payload, request), "completion")
+        return Completion(*answer, latency_ms=latency_ms)
+
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
+        """All of ``texts`` in one call; the vectors come back in their order."""
+        path, body = self.embedding_endpoint(), self.embedding_body(texts)
+        embeddings, latency_ms = await self._exchange(path, body, lambda payload: self.read_embeddings(payload, texts), "embedding list")
+        return EmbeddingResult(*embeddings, latency_ms=latency_ms)
+
+    async def _exchange(self, path: str, body: dict[str, Any], read: Callable[[Any], R], what: str) -> tuple[R, float]:
+        """POST ``body``, classify the outcome and read a 200 with ``read``; the key is
+        scrubbed from any error a backend echoes it in."""
         try:
-            return await self._complete(request)
+            return await self._post(path, body, read, what)
         except BackendError as exc:
             if self._secret and self._secret in exc.message:  # a backend that echoes the key back
                 exc.message = exc.message.replace(self._secret, "***")
                 exc.args = (exc.message,)
             raise
 
-    async def _complete(self, request: InferenceRequest) -> Completion:
-        body = self.body(request)
+    async def _post(self, path: str, body: dict[str, Any], read: Callable[[Any], R], what: str) -> tuple[R, float]:
         started = time.perf_counter()
         try:
-            response = await self._http.post(self.endpoint(), json=body)
+            response = await self._http.post(path, json=body)
         except httpx.TimeoutException as exc:
             raise BackendError("timeout", f"backend timed out: {type(exc).__name__}", retryable=True) from exc
         except httpx.TransportError as exc:
@@ -153,14 +206,13 @@ class HttpChatBackend:
         if response.status_code >= 400:
             raise self._http_error(response)
         try:
-            answer = self.read(response.json(), request)
+            return read(response.json()), latency_ms
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
             raise BackendError(
                 "malformed_response",
-                f"backend answered 200 with a body that is not a {self.default_provider} completion: {exc!r}",
+                f"backend answered 200 with a body that is not a {self.default_provider} {what}: {exc!r}",
                 retryable=True,
             ) from exc
-        return Completion(*answer, latency_ms=latency_ms)
 
     def _http_error(self, response: httpx.Response) -> BackendError:
         """429 waits and retries, 5xx (Anthropic's 529 overloaded included) retries, other 4xx never will."""
@@ -208,6 +260,20 @@ class OpenAIChatBackend(HttpChatBackend):
             input_tokens=count(usage.get("prompt_tokens")),
             output_tokens=count(usage.get("completion_tokens")),
         )
+
+    def embedding_endpoint(self) -> str:
+        return "/embeddings"
+
+    def embedding_body(self, texts: list[str]) -> dict[str, Any]:
+        return {"model": self._served_model, "input": texts}
+
+    def read_embeddings(self, payload: Any, texts: list[str]) -> Embeddings:
+        """``data[i].embedding`` put in the order of ``data[i].index`` (the texts' order)."""
+        data, usage = payload["data"], payload.get("usage") or {}
+        if not isinstance(data, list):
+            raise TypeError(f"data is {type(data).__name__}")
+        by_index = {item["index"]: item["embedding"] for item in data}
+        return Embeddings(in_order(by_index, len(texts)), count(usage.get("prompt_tokens")))
 
 
 def _openai_message(message: ChatMessage) -> dict[str, Any]:
@@ -257,6 +323,17 @@ def retry_after_header(response: httpx.Response) -> float | None:
             return None  # an HTTP-date: let the backoff decide
         return seconds / 1000 if header == "retry-after-ms" else seconds
     return None
+
+
+def in_order(by_index: dict[Any, Any], expected: int) -> list[list[float]]:
+    """The vectors of ``by_index`` in index order, exactly one per text, each a list of numbers."""
+    if sorted(by_index) != list(range(expected)):
+        raise ValueError(f"{expected} texts sent, vectors came back for indexes {sorted(by_index)[:10]}")
+    vectors = [by_index[i] for i in range(expected)]
+    for vector in vectors:
+        if not isinstance(vector, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector):
+            raise TypeError("an embedding is not a list of numbers")
+    return vectors
 
 
 def count(value: Any) -> int:

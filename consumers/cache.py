@@ -8,7 +8,9 @@ must never receive an answer computed for another's prompt (the prompt may be th
 text, the policy, the billing and the data ownership are not).
 
 In the key: tenant, deployment id, each message's role, content, name and images (in
-order), ``max_tokens``, ``temperature``, ``stop``, ``tools``, ``response_schema``. Not in
+order), ``max_tokens``, ``temperature``, ``stop``, ``tools``, ``response_schema``, and the
+texts of an embedding request's ``input`` (in order, exactly as sent: a vector depends
+on every character, trailing whitespace included). Not in
 the key: ``id``, ``created_at``, ``deadline``, ``reply_topic`` and ``metadata`` (the
 caller's bookkeeping, never sent to a backend), ``model`` (a routing hint; the deployment
 that answers is keyed) and ``cache`` (it says whether to use the cache, not what to answer).
@@ -29,7 +31,7 @@ touches nothing else:
 
 Only complete, successful answers are stored (``cacheable``): never errors, truncated
 answers, answers that failed validation, shadow copies or answers that were themselves
-cache hits. By default only requests with ``temperature`` unset or 0 are served from the
+cache hits; an embedding answer is complete when it carries its vectors. By default only requests with ``temperature`` unset or 0 are served from the
 cache: a caller who asks for sampling (temperature > 0) usually wants a fresh draw each
 time (variations, self-consistency votes), and a cache would hand back one frozen
 sample; ``cache_sampled`` turns that on for fleets that prefer the saving. A request with
@@ -56,7 +58,7 @@ from turnout.schemas.worker_config import CacheConfig
 
 V = TypeVar("V")
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 """Part of every key: bump it when ``normalize`` changes, so old entries stop matching."""
 
 
@@ -80,6 +82,7 @@ def normalize(request: InferenceRequest) -> dict[str, Any]:
         "stop": sorted(set(request.stop)),
         "tools": _compact_json(request.tools),
         "response_schema": _compact_json(request.response_schema),
+        "input": None if request.input is None else list(request.input),
     }
 
 
@@ -102,8 +105,7 @@ def cacheable(slip: RoutedRequest, response: InferenceResponse, config: CacheCon
         request_cacheable(slip.request, config)
         and not slip.shadow
         and response.status == "ok"
-        and response.finish_reason == "stop"
-        and response.content is not None
+        and (bool(response.embeddings) or (response.finish_reason == "stop" and response.content is not None))
         and not response.cache_hit
         and response.validation != "failed"
     )

@@ -5,6 +5,11 @@ assistant is role ``model``, turns are lists of parts (``inlineData`` for a base
 ``fileData`` for a URL), options live in ``generationConfig`` and a response schema is
 ``responseJsonSchema`` with a JSON MIME type. The key travels in the ``x-goog-api-key``
 header, never in the URL, so it cannot reach an access log or an exception message.
+
+Embeddings go to ``:batchEmbedContents``, one ``requests[]`` entry per text, in one call;
+the answer's ``embeddings[i].values`` follow the order of the requests. The Gemini API
+reports no usage there (``usageMetadata`` is read when present), so the worker bills
+such a call at the router's token count.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from turnout.schemas.models import InferenceRequest
 
 from .backend import (
     Answer,
+    Embeddings,
     HttpChatBackend,
     count,
     error_object,
+    in_order,
     function_tools,
     image_source,
     response_schema,
@@ -52,7 +59,24 @@ class GeminiBackend(HttpChatBackend):
         return {"x-goog-api-key": secret}
 
     def endpoint(self) -> str:
-        return f"/models/{self._served_model.removeprefix('models/')}:generateContent"
+        return f"/{self._model_path}:generateContent"
+
+    @property
+    def _model_path(self) -> str:
+        return f"models/{self._served_model.removeprefix('models/')}"
+
+    def embedding_endpoint(self) -> str:
+        return f"/{self._model_path}:batchEmbedContents"
+
+    def embedding_body(self, texts: list[str]) -> dict[str, Any]:
+        return {"requests": [{"model": self._model_path, "content": {"parts": [_text(t)]}} for t in texts]}
+
+    def read_embeddings(self, payload: Any, texts: list[str]) -> Embeddings:
+        embeddings = payload["embeddings"]
+        if not isinstance(embeddings, list):
+            raise TypeError(f"embeddings is {type(embeddings).__name__}")
+        usage = payload.get("usageMetadata") or {}
+        return Embeddings(in_order({i: e["values"] for i, e in enumerate(embeddings)}, len(texts)), count(usage.get("promptTokenCount")))
 
     def body(self, request: InferenceRequest) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -18,14 +18,23 @@ In order, for one slip:
 5. with a ``response_schema``: valid answers pass, near-JSON is repaired, otherwise
    one re-ask with the validation errors, then escalation, then a ``invalid_output``
    error that lists the errors.
+
+An embedding slip (``input`` set) goes the same way with one difference in step 3: its
+try joins the deployment's ``EmbeddingBatcher``, and the breaker permit, rate limits and
+concurrency slot are taken once per batch call rather than per request. A failed batch
+call is a failed try of every request in it; each retries or moves on along its own plan.
+Its response carries the vectors and its share of the call's usage, priced at the
+fleet's input price.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Generic, TypeVar
 
 from turnout.schemas.events import attempt_event, error_response, final_event, routing_meta
 from turnout.schemas.models import (
@@ -41,12 +50,21 @@ from turnout.schemas.models import (
 from turnout.schemas.settings import ModelDeployment, WorkerSettings
 from turnout.schemas.topics import Topics
 
-from .backend import BackendError, ChatBackend, Completion
-from .breaker import FAILURE_CODES, CircuitBreaker
-from .cache import ResponseCache, cache_key, cacheable, request_cacheable
+from .backend import BackendError, Completion, EmbeddingResult
+from .cache import cache_key, cacheable, request_cacheable
+from .deployment import CachedAnswer, Deployment, Metered, Skipped, guarded
 from .flow import backoff_s
-from .ratelimit import RateLimiter
-from .structured import InvalidSchema, StructuredChecker, reask_messages
+from .structured import InvalidSchema, reask_messages
+
+__all__ = ["CachedAnswer", "DeadLetter", "Deployment", "Outcome", "Publish", "serve"]
+
+MAX_RESPONSE_FLOATS = 200_000
+"""Vector values one embedding response may carry: 800 KB of Avro floats, inside the
+1 MB a Kafka message may hold by default (a larger one could not be published at all)."""
+
+R = TypeVar("R", bound=Metered)
+Try = Callable[[float], Awaitable[R]]
+"""One try on the backend, given the seconds it may wait to start (``Skipped`` beyond)."""
 
 
 @dataclass
@@ -73,38 +91,12 @@ class Outcome:
     answered: bool = False
 
 
-@dataclass(frozen=True)
-class CachedAnswer:
-    content: str
-    finish_reason: str
-    validation: str
-
-
 @dataclass
-class Deployment:
-    """A fleet entry bound to its backend client and its flow-control state, shared by
-    every request this replica serves on it."""
-
-    model_id: str
-    config: ModelDeployment
-    backend: ChatBackend
-    limit: asyncio.Semaphore  # calls in flight (the deployment's concurrency)
-    limiter: RateLimiter = field(default_factory=RateLimiter)
-    breaker: CircuitBreaker | None = None
-    cache: ResponseCache[CachedAnswer] | None = None
-    checker: StructuredChecker = field(default_factory=StructuredChecker)
-
-    def __post_init__(self) -> None:
-        if self.breaker is None:
-            self.breaker = CircuitBreaker(self.model_id)
-
-
-@dataclass
-class Call:
-    """What a run of tries on the backend ended with: a completion, or why not."""
+class Call(Generic[R]):
+    """What a run of tries on the backend ended with: a result, or why not."""
 
     slip: RoutedRequest
-    completion: Completion | None = None
+    result: R | None = None
     started_at: datetime | None = None
     skipped: ErrorInfo | None = None
     expired: bool = False
@@ -118,57 +110,51 @@ async def serve(slip: RoutedRequest, deployment: Deployment, topics: Topics, set
     cached = deployment.cache.get(key) if key and deployment.cache is not None else None
     if cached is not None:
         return _final(outcome, slip, topics, _cached_response(slip, deployment, cached))
-    call = await _call(outcome, slip, slip.request, deployment, topics, settings, rng)
+    embedding = slip.request.input is not None
+    try_once = _embedding_try(slip, deployment) if embedding else _completion_try(slip, slip.request, deployment)
+    call: Call = await _call(outcome, slip, try_once, deployment, topics, settings, rng)
     if call.expired:
         return _final(outcome, call.slip, topics, _deadline_error(call.slip))
-    if call.completion is None:
+    if call.result is None:
         return _move_on(outcome, call.slip, topics, call.skipped)
+    if embedding:
+        return _embedded(outcome, call, deployment, topics, settings, key)
     return await _answer(outcome, call, deployment, topics, settings, rng, key)
+
+
+def _completion_try(slip: RoutedRequest, request: InferenceRequest, deployment: Deployment) -> Try[Completion]:
+    tokens = _token_estimate(slip, request, deployment.config)
+    return lambda budget_s: guarded(deployment, tokens, budget_s, lambda: deployment.backend.complete(request))
+
+
+def _embedding_try(slip: RoutedRequest, deployment: Deployment) -> Try[EmbeddingResult]:
+    """The request's texts join the deployment's next batch call (see ``embedding_batch``)."""
+    texts, tokens = slip.request.input or [], max(1, slip.decision.signals.input_tokens)
+    return lambda budget_s: deployment.batcher.embed(texts, tokens=tokens, budget_s=budget_s)
 
 
 async def _call(
     outcome: Outcome,
     slip: RoutedRequest,
-    request: InferenceRequest,
+    try_once: Try[R],
     deployment: Deployment,
     topics: Topics,
     settings: WorkerSettings,
     rng: random.Random,
-) -> Call:
-    """Try ``request`` on the deployment until it answers, the retries are spent, or
-    waiting would outlast the request. Every try is an attempt on the slip and an event."""
-    breaker = deployment.breaker
-    assert breaker is not None
-    tokens = _token_estimate(slip, request, deployment.config)
+) -> Call[R]:
+    """Try on the deployment until it answers, the retries are spent, or waiting would
+    outlast the request. Every try is an attempt on the slip and an event."""
     for retry in range(deployment.config.max_retries + 1):
         if _expired(slip):
             return Call(slip, expired=True)
-        permit = breaker.acquire()
-        if permit is None:
-            return Call(slip, skipped=_skip("circuit_open", f"{deployment.model_id}'s circuit breaker is open"))
         budget_s = min(settings.max_wait_s, _seconds_left(slip))
-        if deployment.limiter.would_wait_s(tokens) > budget_s:
-            permit.release()
-            return Call(slip, skipped=_limited(deployment, budget_s))
         started_at = utcnow()
         try:
-            await asyncio.wait_for(deployment.limiter.acquire(tokens), timeout=budget_s)
-        except TimeoutError:
-            permit.release()
-            return Call(slip, skipped=_limited(deployment, budget_s))
-        try:
-            async with deployment.limit:
-                completion = await deployment.backend.complete(request)
+            result = await try_once(budget_s)
+        except Skipped as skipped:
+            return Call(slip, skipped=skipped.info)
         except BackendError as exc:
-            deployment.limiter.settle(tokens, 0)
-            latency_ms = _ms_since(started_at)
-            if exc.code in FAILURE_CODES:
-                permit.record(False, latency_ms / 1000)
-            else:
-                permit.release()  # a rejection or a 429 says nothing about the deployment's health
-            slip = _record_attempt(outcome, slip, deployment, topics, _failed_attempt(deployment, started_at, latency_ms, exc))
-            if exc.code == "rate_limited" and exc.retry_after_s:
-                deployment.limiter.pause_for(exc.retry_after_s)
+            slip = _record_attempt(outcome, slip, deployment, topics, _failed_attempt(deployment, started_at, _ms_since(started_at), exc))
             if not exc.retryable or retry == deployment.config.max_retries:
                 break
             delay = backoff_s(retry, settings.backoff_base_s, settings.backoff_max_s, rng, exc.retry_after_s)
@@ -176,16 +162,32 @@ async def _call(
                 break  # waiting here would outlast the request: move on along the plan instead
             await asyncio.sleep(delay)
             continue
-        permit.record(True, completion.latency_ms / 1000)
-        deployment.limiter.settle(tokens, completion.input_tokens + completion.output_tokens)
-        return Call(slip, completion, started_at)
+        return Call(slip, result, started_at)
     return Call(slip)
 
 
+def _embedded(outcome: Outcome, call: Call[EmbeddingResult], deployment: Deployment, topics: Topics, settings: WorkerSettings, key: str | None) -> Outcome:
+    """An embedding request's answer: its vectors, its share of the batch call's usage."""
+    result, slip = call.result, _record_success(outcome, call, deployment, topics)
+    assert result is not None
+    usage, cost = Usage(input_tokens=result.input_tokens, output_tokens=0), deployment.config.cost_usd(result.input_tokens, 0)
+    floats = sum(len(vector) for vector in result.vectors)
+    if floats > MAX_RESPONSE_FLOATS:
+        error = ErrorInfo(
+            code="response_too_large",
+            message=f"{len(result.vectors)} vectors ({floats:,} floats) exceed the {MAX_RESPONSE_FLOATS:,} one response may carry "
+            "within Kafka's default 1 MB message limit: send fewer texts per request",
+            details={"vectors": str(len(result.vectors)), "floats": str(floats)},
+        )
+        return _final(outcome, slip, topics, _paid_error(slip, deployment, error, usage, cost))
+    response = _ok_response(slip, deployment, usage, cost, result.latency_ms, embeddings=result.vectors)
+    return _answered(outcome, slip, deployment, topics, settings, key, response)
+
+
 async def _answer(
-    outcome: Outcome, call: Call, deployment: Deployment, topics: Topics, settings: WorkerSettings, rng: random.Random, key: str | None
+    outcome: Outcome, call: Call[Completion], deployment: Deployment, topics: Topics, settings: WorkerSettings, rng: random.Random, key: str | None
 ) -> Outcome:
-    completion, slip = call.completion, _record_success(outcome, call, deployment, topics)
+    completion, slip = call.result, _record_success(outcome, call, deployment, topics)
     assert completion is not None
     if completion.finish_reason == "length":  # cut off: the plan may say to escalate (the cascade)
         forwarded = _escalate(outcome, slip, topics, "truncated")
@@ -203,41 +205,54 @@ async def _answer(
         validation = "repaired" if result.repaired else "passed"
         if not result.ok:
             reask = slip.request.model_copy(update={"messages": reask_messages(slip.request.messages, content, result.errors)})
-            second = await _call(outcome, slip, reask, deployment, topics, settings, rng)
+            second = await _call(outcome, slip, _completion_try(slip, reask, deployment), deployment, topics, settings, rng)
             slip = second.slip
-            if second.completion is not None:
+            if second.result is not None:
                 slip = _record_success(outcome, second, deployment, topics)
-                usage_in, usage_out = usage_in + second.completion.input_tokens, usage_out + second.completion.output_tokens
-                cost += deployment.config.cost_usd(second.completion.input_tokens, second.completion.output_tokens)
-                result = deployment.checker.check(second.completion.content, schema)
-                completion, validation = second.completion, "reasked"
+                usage_in, usage_out = usage_in + second.result.input_tokens, usage_out + second.result.output_tokens
+                cost += deployment.config.cost_usd(second.result.input_tokens, second.result.output_tokens)
+                result = deployment.checker.check(second.result.content, schema)
+                completion, validation = second.result, "reasked"
             if not result.ok:
                 forwarded = _escalate(outcome, slip, topics, "validation_failed")
                 if forwarded is not None:
                     return forwarded
                 return _final(outcome, slip, topics, _invalid_output(slip, deployment, result.errors, cost, usage_in, usage_out))
         content = result.content or content
-    response = InferenceResponse(
+    usage = Usage(input_tokens=usage_in, output_tokens=usage_out)
+    response = _ok_response(
+        slip, deployment, usage, cost, completion.latency_ms, content=content, finish_reason=completion.finish_reason, validation=validation
+    )
+    return _answered(outcome, slip, deployment, topics, settings, key, response)
+
+
+# -- the pieces ------------------------------------------------------------------------------
+def _ok_response(slip: RoutedRequest, deployment: Deployment, usage: Usage, cost: float, backend_latency_ms: float, **answer: object) -> InferenceResponse:
+    """A successful response to ``slip`` from this deployment; ``answer`` holds what it says."""
+    return InferenceResponse(
         id=slip.request.id,
         tenant=slip.request.tenant,
         status="ok",
         model=deployment.model_id,
         provider=deployment.backend.provider,
-        content=content,
-        finish_reason=completion.finish_reason,
-        usage=Usage(input_tokens=usage_in, output_tokens=usage_out),
+        usage=usage,
         cost_usd=cost,
         latency_ms=_ms_since(slip.request.created_at),
-        backend_latency_ms=completion.latency_ms,
+        backend_latency_ms=backend_latency_ms,
         routing=routing_meta(slip),
-        validation=validation,
+        **answer,  # type: ignore[arg-type]
     )
+
+
+def _answered(
+    outcome: Outcome, slip: RoutedRequest, deployment: Deployment, topics: Topics, settings: WorkerSettings, key: str | None, response: InferenceResponse
+) -> Outcome:
+    """Publish a fresh answer, and keep it for identical requests when it may be reused."""
     if key and deployment.cache is not None and cacheable(slip, response, settings.cache):
-        deployment.cache.put(key, CachedAnswer(content, completion.finish_reason, validation))
+        deployment.cache.put(key, CachedAnswer(response.content, response.finish_reason, response.validation, response.embeddings))
     return _final(outcome, slip, topics, response)
 
 
-# -- the pieces ------------------------------------------------------------------------------
 def _cache_key(slip: RoutedRequest, deployment: Deployment, settings: WorkerSettings) -> str | None:
     if deployment.cache is None or slip.shadow or not request_cacheable(slip.request, settings.cache):
         return None
@@ -246,19 +261,17 @@ def _cache_key(slip: RoutedRequest, deployment: Deployment, settings: WorkerSett
 
 def _cached_response(slip: RoutedRequest, deployment: Deployment, cached: CachedAnswer) -> InferenceResponse:
     """An earlier answer served again: nothing was paid, so usage and cost are zero."""
-    return InferenceResponse(
-        id=slip.request.id,
-        tenant=slip.request.tenant,
-        status="ok",
-        model=deployment.model_id,
-        provider=deployment.backend.provider,
+    return _ok_response(
+        slip,
+        deployment,
+        Usage(input_tokens=0, output_tokens=0),
+        0.0,
+        0.0,
         content=cached.content,
         finish_reason=cached.finish_reason,
-        usage=Usage(input_tokens=0, output_tokens=0),
-        latency_ms=_ms_since(slip.request.created_at),
-        routing=routing_meta(slip),
+        validation=cached.validation,
+        embeddings=cached.embeddings,
         cache_hit=True,
-        validation=cached.validation,  # type: ignore[arg-type]
     )
 
 
@@ -276,11 +289,11 @@ def _record_attempt(outcome: Outcome, slip: RoutedRequest, deployment: Deploymen
 
 
 def _record_success(outcome: Outcome, call: Call, deployment: Deployment, topics: Topics) -> RoutedRequest:
-    completion, started_at = call.completion, call.started_at
-    assert completion is not None and started_at is not None
-    cost = deployment.config.cost_usd(completion.input_tokens, completion.output_tokens)
-    attempt = Attempt(model=deployment.model_id, provider=deployment.backend.provider, started_at=started_at, latency_ms=completion.latency_ms, status="ok")
-    return _record_attempt(outcome, call.slip, deployment, topics, attempt, (completion.input_tokens, completion.output_tokens, cost))
+    result, started_at = call.result, call.started_at
+    assert result is not None and started_at is not None
+    cost = deployment.config.cost_usd(result.input_tokens, result.output_tokens)
+    attempt = Attempt(model=deployment.model_id, provider=deployment.backend.provider, started_at=started_at, latency_ms=result.latency_ms, status="ok")
+    return _record_attempt(outcome, call.slip, deployment, topics, attempt, (result.input_tokens, result.output_tokens, cost))
 
 
 def _failed_attempt(deployment: Deployment, started_at: datetime, latency_ms: float, exc: BackendError) -> Attempt:
@@ -292,16 +305,6 @@ def _failed_attempt(deployment: Deployment, started_at: datetime, latency_ms: fl
         status="error",
         error=ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable, details=_status(exc)),
     )
-
-
-def _skip(code: str, message: str) -> ErrorInfo:
-    return ErrorInfo(code=code, message=message, retryable=True)
-
-
-def _limited(deployment: Deployment, budget_s: float) -> ErrorInfo:
-    paused = deployment.limiter.paused_s()
-    why = f"paused for {paused:.1f}s more by a 429 Retry-After" if paused else "at its rate limit"
-    return _skip("rate_limited", f"{deployment.model_id} is {why}; the request cannot wait past {budget_s:.1f}s")
 
 
 def _escalate(outcome: Outcome, slip: RoutedRequest, topics: Topics, trigger: str) -> Outcome | None:
@@ -319,10 +322,13 @@ def _invalid_output(slip: RoutedRequest, deployment: Deployment, errors: tuple[s
         message=f"{deployment.model_id}'s answer does not satisfy the response_schema, even after a repair and a re-ask: " + "; ".join(errors),
         details={"validation_errors": "\n".join(errors)},
     )
+    return _paid_error(slip, deployment, error, Usage(input_tokens=usage_in, output_tokens=usage_out), cost).model_copy(update={"validation": "failed"})
+
+
+def _paid_error(slip: RoutedRequest, deployment: Deployment, error: ErrorInfo, usage: Usage, cost: float) -> InferenceResponse:
+    """An error after the backend answered: the caller is told what the calls cost."""
     response = error_response(slip.request.id, slip.request.tenant, error, slip)
-    return response.model_copy(
-        update={"model": deployment.model_id, "cost_usd": cost, "usage": Usage(input_tokens=usage_in, output_tokens=usage_out), "validation": "failed"}
-    )
+    return response.model_copy(update={"model": deployment.model_id, "cost_usd": cost, "usage": usage})
 
 
 def _move_on(outcome: Outcome, slip: RoutedRequest, topics: Topics, skipped: ErrorInfo | None) -> Outcome:

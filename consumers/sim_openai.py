@@ -1,22 +1,28 @@
-"""The OpenAI chat-completions wire format of the simulator (``POST /v1/chat/completions``).
+"""The OpenAI wire format of the simulator: chat completions (``POST /v1/chat/completions``)
+and embeddings (``POST /v1/embeddings``).
 
 Faithful where clients look: a ``chat.completion`` with ``usage``, ``finish_reason``
 ``"length"`` when ``max_completion_tokens`` (or the older ``max_tokens``) cuts the answer,
 structured output through ``response_format`` (``json_schema`` or ``json_object``) or a
-forced function tool, and errors as ``{"error": {"message", "type", "param", "code"}}``.
+forced function tool, and errors as ``{"error": {"message", "type", "param", "code"}}``;
+an embeddings ``list`` with one ``embedding`` per input in input order, as floats or as
+base64 float32 (``encoding_format``, which the official SDK sets to base64), and usage.
 """
 
 from __future__ import annotations
 
+import array
+import base64
+import sys
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from .sim_faults import Failure
-from .sim_wire import Answer, BadRequest, SimCall, Structured, messages_of, prompt_tokens, request_body, text_of
+from .sim_wire import Answer, BadRequest, EmbeddingCall, SimCall, Structured, messages_of, prompt_tokens, request_body, text_of
 
-__all__ = ["OpenAIChat"]
+__all__ = ["OpenAIChat", "OpenAIEmbeddings"]
 
 # status, type, code and the message a real deployment sends, per failure
 _ERRORS: dict[Failure, tuple[int, str, str, str]] = {
@@ -68,6 +74,47 @@ class OpenAIChat:
     def error(self, failure: Failure, message: str, param: str | None = None) -> tuple[int, dict[str, Any]]:
         status, kind, code, default = _ERRORS[failure]
         return status, {"error": {"message": message or default, "type": kind, "param": param, "code": code}}
+
+
+class OpenAIEmbeddings(OpenAIChat):
+    """``POST /v1/embeddings``: ``input`` is one text or an array of them; errors as for chat."""
+
+    def parse(self, raw: bytes, headers: Mapping[str, str]) -> SimCall:
+        body, model = request_body(raw)
+        given = body.get("input")
+        texts = [given] if isinstance(given, str) else given
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            raise BadRequest("input must be a non-empty string or a non-empty array of non-empty strings", param="input")
+        dimensions = body.get("dimensions")
+        if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
+            raise BadRequest("dimensions must be a positive integer", param="dimensions")
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise BadRequest(f"encoding_format must be 'float' or 'base64', not {encoding!r}", param="encoding_format")
+        return SimCall(
+            model=model,
+            prompt_tokens=prompt_tokens(texts, 0),
+            last_text=texts[-1],
+            max_tokens=None,
+            embedding=EmbeddingCall(tuple(texts), dimensions, encoding == "base64"),
+        )
+
+    def render(self, call: SimCall, answer: Answer) -> dict[str, Any]:
+        wanted_base64 = call.embedding is not None and call.embedding.base64
+        data = [
+            {"object": "embedding", "index": index, "embedding": _base64_float32(vector) if wanted_base64 else vector}
+            for index, vector in enumerate(answer.vectors)
+        ]
+        usage = {"prompt_tokens": call.prompt_tokens, "total_tokens": call.prompt_tokens}
+        return {"object": "list", "data": data, "model": call.model, "usage": usage}
+
+
+def _base64_float32(vector: list[float]) -> str:
+    """The vector as OpenAI sends it with ``encoding_format=base64``: little-endian float32."""
+    packed = array.array("f", vector)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
 
 
 def _structured(body: dict[str, Any]) -> Structured | None:

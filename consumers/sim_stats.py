@@ -1,5 +1,6 @@
 """What the simulator did, for ``/health``: calls per wire format, faults injected per
-kind (overall and per served model), and the latencies it sampled.
+kind (overall and per served model), the latencies it sampled, and how many inputs
+each embeddings call carried (a batching client makes fewer calls than requests).
 
 Tests and benchmarks assert on these counters instead of on wall-clock time: a fault
 test checks that the simulator injected what the client saw, a latency test reads the
@@ -42,10 +43,15 @@ class SimStats:
     faults: Counter[str] = field(default_factory=Counter)
     bursts_started: int = 0
     models: dict[str, _ModelStats] = field(default_factory=dict)
+    inputs_per_embedding_call: Counter[int] = field(default_factory=Counter)  # inputs -> calls that carried that many
 
     def call(self, wire: str) -> None:
         self.calls += 1
         self.by_format[wire] += 1
+
+    def embedded(self, inputs: int) -> None:
+        """A valid embeddings call carrying ``inputs`` texts."""
+        self.inputs_per_embedding_call[inputs] += 1
 
     def invalid(self) -> None:
         self.invalid_requests += 1
@@ -77,6 +83,16 @@ class SimStats:
             "faults": _all_kinds(self.faults),
             "bursts_started": self.bursts_started,
             "models": {name: stats.snapshot() for name, stats in sorted(self.models.items())},
+            "embeddings": self._embeddings(),
+        }
+
+    def _embeddings(self) -> dict[str, Any]:
+        sizes = self.inputs_per_embedding_call
+        return {
+            "calls": sum(sizes.values()),
+            "inputs": sum(size * calls for size, calls in sizes.items()),
+            "max_inputs_per_call": max(sizes, default=0),
+            "inputs_per_call": {str(size): sizes[size] for size in sorted(sizes)},
         }
 
 

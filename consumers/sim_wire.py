@@ -8,8 +8,10 @@ structured output are written once and behave the same in both.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,7 +21,10 @@ from turnout.schemas.settings import SimulatorProfile
 from .sim_faults import CallPlan, Failure, Fault
 from .sim_json import instance, near_json, violate
 
-__all__ = ["Answer", "BadRequest", "SimCall", "Structured", "WireFormat", "compose_answer", "messages_of", "prompt_tokens", "request_body", "text_of"]
+__all__ = [
+    "Answer", "BadRequest", "EmbeddingCall", "SimCall", "Structured", "WireFormat",
+    "compose_answer", "messages_of", "prompt_tokens", "request_body", "text_of", "unit_vector",
+]
 
 CHARS_PER_TOKEN = 4
 _WORDS = "the router moves each prompt onto the track that serves it best under the policies in force".split()
@@ -57,12 +62,24 @@ class SimCall:
     last_text: str
     max_tokens: int | None
     structured: Structured | None = None
+    embedding: EmbeddingCall | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddingCall:
+    """What an embeddings call asks for: its texts, a vector length (the profile's when
+    None) and whether the vectors go back as base64 float32 (the OpenAI SDKs' default)."""
+
+    texts: tuple[str, ...]
+    dimensions: int | None = None
+    base64: bool = False
 
 
 @dataclass(frozen=True)
 class Answer:
     """What the model says. ``text`` is what a text channel carries; ``document`` is the
-    parsed value when ``text`` is exact JSON (``exact``), which a tool-use block needs."""
+    parsed value when ``text`` is exact JSON (``exact``), which a tool-use block needs;
+    ``vectors`` answer an embeddings call, one per input."""
 
     text: str
     tokens: int
@@ -71,6 +88,7 @@ class Answer:
     exact: bool = False
     tool: str | None = None
     fault: Fault | None = None
+    vectors: tuple[list[float], ...] = ()
 
 
 class BadRequest(Exception):
@@ -138,7 +156,11 @@ def request_body(raw: bytes) -> tuple[dict[str, Any], str]:
 def compose_answer(call: SimCall, profile: SimulatorProfile, plan: CallPlan) -> Answer:
     """The answer for ``call``: prose of the profile's length, or for structured output a
     document valid against the schema, broken when the plan asks for an output fault;
-    then cut to ``max_tokens`` (``cut``) like a provider cuts a long answer."""
+    then cut to ``max_tokens`` (``cut``) like a provider cuts a long answer. An
+    embeddings call gets one deterministic unit vector per input."""
+    if call.embedding is not None:
+        dimensions = call.embedding.dimensions or profile.embedding_dim
+        return Answer(text="", tokens=0, cut=False, vectors=tuple(unit_vector(text, dimensions) for text in call.embedding.texts))
     if call.structured is None:
         tokens = min(profile.output_tokens, call.max_tokens) if call.max_tokens else profile.output_tokens
         return Answer(text=_prose(call, tokens), tokens=tokens, cut=tokens < profile.output_tokens)
@@ -159,3 +181,12 @@ def _prose(call: SimCall, tokens: int) -> str:
     last = call.last_text[:60].replace("\n", " ")
     words = [_WORDS[i % len(_WORDS)] for i in range(max(0, tokens - 12))]
     return f"[{call.model}] answer to: {last} — {' '.join(words)}"
+
+
+def unit_vector(text: str, dimensions: int) -> list[float]:
+    """A vector of length 1 seeded by the text's SHA-256: the same text always embeds the
+    same way, in every process, and different texts point in unrelated directions."""
+    rng = random.Random(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
+    values = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]

@@ -1,7 +1,9 @@
 """A simulated model backend for demos, load tests and fault tests.
 
 It speaks two wire formats, OpenAI chat completions (``POST /v1/chat/completions``,
-``GET /v1/models``) and Anthropic Messages (``POST /v1/messages``), with one profile
+``GET /v1/models``) with embeddings (``POST /v1/embeddings``: one deterministic unit
+vector per input, the same text always giving the same vector) and Anthropic Messages
+(``POST /v1/messages``), with one profile
 per served model (``SimulatorSettings``) deciding latency and faults the same way for
 both: hangs past the client's timeout, 429s with ``Retry-After``, independent 500s,
 deployment-wide bursts of 5xx, bodies cut mid-JSON or replaced by an HTML page, and for
@@ -26,7 +28,7 @@ from turnout.schemas.settings import SimulatorProfile, SimulatorSettings
 
 from .sim_anthropic import AnthropicMessages
 from .sim_faults import Failure, Fault, FaultPlanner
-from .sim_openai import OpenAIChat
+from .sim_openai import OpenAIChat, OpenAIEmbeddings
 from .sim_stats import SimStats
 from .sim_wire import BadRequest, WireFormat, compose_answer
 
@@ -54,7 +56,7 @@ class Simulator:
 
     def app(self) -> web.Application:
         app = web.Application()
-        for path, wire in (("/v1/chat/completions", OpenAIChat()), ("/v1/messages", AnthropicMessages())):
+        for path, wire in (("/v1/chat/completions", OpenAIChat()), ("/v1/embeddings", OpenAIEmbeddings()), ("/v1/messages", AnthropicMessages())):
             app.router.add_post(path, self._endpoint(wire))
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
@@ -90,6 +92,8 @@ class Simulator:
         except BadRequest as exc:
             self.stats.invalid()
             return _send(*wire.error(exc.failure, exc.message, exc.param))
+        if call.embedding is not None:
+            self.stats.embedded(len(call.embedding.texts))
         profile = self.settings.profile(call.model)
         plan = self.planner.plan(call.model, profile, structured=call.structured is not None)
         self.stats.planned(call.model, plan)

@@ -27,6 +27,7 @@ import socket
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from turnout.schemas.fleet import EMBEDDINGS
 from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options
 from turnout.schemas.models import DeploymentHealth, RoutedRequest
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
@@ -61,7 +62,18 @@ def build_deployment(settings: Settings, model_id: str) -> Deployment:
         breaker=CircuitBreaker(model_id, worker.breaker),
         cache=ResponseCache(worker.cache) if worker.cache_enabled else None,
         checker=StructuredChecker(worker.structured),
+        embedding_batch_max=worker.embedding_batch_max,
+        embedding_batch_wait_ms=worker.embedding_batch_wait_ms,
     )
+
+
+def default_max_in_flight(settings: Settings, model_id: str) -> int:
+    """4 x the deployment's concurrency; for an embedding model, enough one-text requests
+    to fill every concurrent batch call (concurrency x ``embedding_batch_max``)."""
+    config = settings.fleet[model_id]
+    if EMBEDDINGS in config.capabilities:
+        return config.concurrency * settings.worker.embedding_batch_max
+    return 4 * config.concurrency
 
 
 class ModelWorker:
@@ -75,7 +87,7 @@ class ModelWorker:
         self.answered = AnsweredIds(settings.worker.dedup_capacity)
         self.rng = random.Random()
         self.replica = f"{socket.gethostname()}-{os.getpid()}"
-        self.max_in_flight = settings.worker.max_in_flight or 4 * settings.fleet[model_id].concurrency
+        self.max_in_flight = settings.worker.max_in_flight or default_max_in_flight(settings, model_id)
         self.offsets = OffsetTracker()
         self._in_flight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()

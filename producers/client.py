@@ -32,6 +32,11 @@ def new_request(prompt: str, tenant: str = "default", *, system: str | None = No
     return InferenceRequest(id=fields.pop("id", None) or uuid.uuid4().hex, tenant=tenant, messages=messages, **fields)  # type: ignore[arg-type]
 
 
+def new_embedding_request(texts: Iterable[str], tenant: str = "default", **fields: object) -> InferenceRequest:
+    """A request to embed ``texts``; its response's ``embeddings`` hold one vector per text, in order."""
+    return InferenceRequest(id=fields.pop("id", None) or uuid.uuid4().hex, tenant=tenant, input=list(texts), **fields)  # type: ignore[arg-type]
+
+
 class TurnoutClient:
     """Async client: ``async with TurnoutClient(kafka) as client: await client.request(r)``."""
 

@@ -12,8 +12,12 @@ from pydantic import Field, SecretStr, model_validator
 
 from .section import Section
 
-Capability = Literal["vision", "tools", "json_schema"]
-CAPABILITIES: tuple[str, ...] = ("vision", "tools", "json_schema")
+Capability = Literal["vision", "tools", "json_schema", "embeddings"]
+CAPABILITIES: tuple[str, ...] = ("vision", "tools", "json_schema", "embeddings")
+EMBEDDINGS = "embeddings"
+"""The capability of an embedding model. The router sends it embedding requests only,
+and embedding requests only to it: one fleet entry is one served model, and a model
+that embeds does not chat (nor the reverse)."""
 Api = Literal["openai", "anthropic", "gemini"]
 KEY_SOURCES: tuple[str, ...] = ("api_key", "api_key_env", "api_key_file")
 
@@ -47,8 +51,12 @@ class ModelDeployment(Section):
     price_output_per_mtok: float = Field(default=0.0, ge=0, description="USD per million output tokens")
     region: str = Field(default="local", description="where the data is processed, e.g. eu-west-1 or on-prem-paris")
     on_prem: bool = Field(default=False, description="runs on infrastructure the operator controls")
-    capabilities: frozenset[Capability] = Field(default=frozenset(), description="vision, tools, json_schema")
-    context_window: int = Field(default=8_192, ge=256, description="input plus output tokens")
+    capabilities: frozenset[Capability] = Field(
+        default=frozenset(), description="vision, tools, json_schema; or embeddings for an embedding model, which serves embedding requests only"
+    )
+    context_window: int = Field(
+        default=8_192, ge=256, description="input plus output tokens; for an embedding model, the tokens of one text (not checked by the router)"
+    )
     max_output_tokens: int = Field(default=4_096, ge=1)
     typical_latency_ms: float = Field(default=500.0, ge=0, description="time to a complete answer of typical size")
     quality_tier: int = Field(default=2, ge=1, le=5, description="1 (basic) to 5 (frontier)")
@@ -62,6 +70,8 @@ class ModelDeployment(Section):
             raise ValueError(f"base_url is required for provider {self.provider!r}")
         if self.provider == "simulated" and self.api != "openai":
             raise ValueError(f"provider 'simulated' speaks the openai api, not {self.api!r}")
+        if self.api == "anthropic" and EMBEDDINGS in self.capabilities:
+            raise ValueError("capabilities: the anthropic api has no embeddings endpoint (use an openai or gemini deployment)")
         return self
 
     @model_validator(mode="after")

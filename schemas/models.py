@@ -9,10 +9,11 @@ the two in step.
 
 from __future__ import annotations
 
+import array
 from datetime import datetime, timezone
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -50,7 +51,7 @@ class InferenceRequest(AvroRecord):
     avro_name: ClassVar[str] = "turnout.InferenceRequest"
     id: str = Field(min_length=1)
     tenant: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(default_factory=list)
     tools: str | None = None
     response_schema: str | None = None
     max_tokens: int | None = Field(default=None, gt=0)
@@ -62,6 +63,29 @@ class InferenceRequest(AvroRecord):
     reply_topic: str | None = None
     model: str | None = None
     cache: bool = True
+    input: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _chat_or_embedding(self) -> InferenceRequest:
+        """Exactly one kind of request: a conversation to answer, or texts to embed."""
+        if self.input is None:
+            if not self.messages:
+                raise ValueError("a request needs messages (a chat request) or input (an embedding request); both are empty")
+            return self
+        if not self.input:
+            raise ValueError("input: an embedding request needs at least one text")
+        empty = [i for i, text in enumerate(self.input) if not text]
+        if empty:
+            raise ValueError(f"input[{empty[0]}] is empty: every text to embed needs at least one character")
+        if self.messages:
+            raise ValueError("set messages (a chat request) or input (an embedding request), not both")
+        chat_only = [name for name in _CHAT_ONLY if getattr(self, name) not in (None, [])]
+        if chat_only:
+            raise ValueError(f"an embedding request (input set) takes no {', '.join(chat_only)}: they apply to chat requests only")
+        return self
+
+
+_CHAT_ONLY = ("tools", "response_schema", "max_tokens", "stop", "temperature")
 
 
 class Signals(AvroRecord):
@@ -170,6 +194,14 @@ class InferenceResponse(AvroRecord):
     routing: RoutingMeta = Field(default_factory=RoutingMeta)
     cache_hit: bool = False
     validation: Literal["", "passed", "repaired", "reasked", "failed"] = ""
+    embeddings: list[list[float]] = Field(default_factory=list)
+
+    @field_validator("embeddings")
+    @classmethod
+    def _float32(cls, vectors: list[list[float]]) -> list[list[float]]:
+        """Avro ``float`` is 32-bit: round each value now, so that the model holds exactly
+        what a reader decodes (and a decoded response equals the one that was sent)."""
+        return [array.array("f", vector).tolist() for vector in vectors]
 
 
 EventKind = Literal["decision", "attempt", "completion", "failure", "rejected"]

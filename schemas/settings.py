@@ -116,12 +116,27 @@ class WorkerSettings(Section):
     max_in_flight: int | None = Field(
         default=None,
         ge=1,
-        description="requests a replica holds at once before it pauses its partitions; unset means 4 x the deployment's concurrency",
+        description="requests a replica holds at once before it pauses its partitions; unset means 4 x the deployment's concurrency "
+        "(for an embedding model, concurrency x embedding_batch_max, so that every concurrent batch call can fill up)",
     )
     breaker: BreakerConfig = BreakerConfig()
     cache: CacheConfig = CacheConfig()
     cache_enabled: bool = Field(default=True, description="serve identical requests from the response cache (each request may opt out)")
     structured: StructuredConfig = StructuredConfig()
+    embedding_batch_max: int = Field(
+        default=64,
+        ge=1,
+        le=2048,
+        description="texts sent in one backend embeddings call at most: concurrent embedding requests are gathered until they reach it "
+        "(OpenAI takes up to 2048 inputs per call); a request with more texts goes alone, never split",
+    )
+    embedding_batch_wait_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=10_000,
+        description="longest the first embedding request of a batch waits for others to join before the call goes out; 0 sends what "
+        "arrived together (same event-loop turn) at once",
+    )
 
 
 class LocalModelSettings(Section):
@@ -175,6 +190,9 @@ class SimulatorProfile(Section):
         default=0.0, ge=0, le=1, description="share of structured-output answers in almost-JSON a repair library fixes (fences, trailing comma, single quotes, prose)"
     )
     output_tokens: int = Field(default=48, ge=1, description="tokens of a plain-text answer, fewer when max_tokens cuts it")
+    embedding_dim: int = Field(
+        default=16, ge=1, le=8192, description="length of the vectors /v1/embeddings answers with, unless the call asks for its own 'dimensions'"
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> SimulatorProfile:

@@ -4,7 +4,8 @@
 for every candidate why it was kept or dropped, and either refuses the request (naming
 the rule) or returns a plan: primary, fallbacks, an escalation step and shadow copies.
 
-1. capability and context window   (hard: a model that cannot serve the request)
+1. capability and context window   (hard: a model that cannot serve the request; an
+   embedding model serves embedding requests only, and only it serves them)
 2. tenant policy: allow/deny lists, residency regions, sensitive-data rules (hard)
 3. health: open breakers, backlogs that would miss the deadline (soft)
 4. the route's quality floor and the tenant's latency target (soft)
@@ -22,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from turnout.schemas.fleet import ModelDeployment
+from turnout.schemas.fleet import EMBEDDINGS, ModelDeployment
 from turnout.schemas.models import ErrorInfo, InferenceRequest, PlanStep, Signals
 from turnout.schemas.policy import Policy, Route, TenantPolicy, Weights
 
@@ -142,7 +143,10 @@ def select(request: InferenceRequest, signals: Signals, ctx: Context, now: datet
 
 # -- filters ---------------------------------------------------------------------------
 def _hard_filter(pool: list[str], signals: Signals, fleet: Mapping[str, ModelDeployment], tenant: TenantPolicy, key: str, dropped: dict[str, Candidate]) -> list[str]:
-    needed = signals.input_tokens + signals.expected_output_tokens
+    embedding = EMBEDDINGS in signals.capabilities
+    # An embedding model reads each text on its own: the total over many texts says
+    # nothing of its context window (a text too long for it is refused by the backend).
+    needed = 0 if embedding else signals.input_tokens + signals.expected_output_tokens
     on_prem_kinds = sorted(k for k in signals.sensitive_kinds if tenant.sensitive.get(k) == "on_prem")  # type: ignore[call-overload]
     blocked = sorted(k for k in signals.sensitive_kinds if tenant.sensitive.get(k) == "block")  # type: ignore[call-overload]
     alive = []
@@ -153,6 +157,8 @@ def _hard_filter(pool: list[str], signals: Signals, fleet: Mapping[str, ModelDep
             dropped[model] = Candidate(model, False, "policy", f"prompt holds {', '.join(blocked)} ({key}.sensitive.{blocked[0]} = block)")
         elif missing:
             dropped[model] = Candidate(model, False, "capability", f"lacks {', '.join(missing)}")
+        elif not embedding and EMBEDDINGS in d.capabilities:
+            dropped[model] = Candidate(model, False, "capability", "an embedding model: serves embedding requests only")
         elif needed > d.context_window:
             dropped[model] = Candidate(model, False, "capability", f"context window {d.context_window} < {needed} tokens needed")
         elif tenant.allow_models is not None and model not in tenant.allow_models:

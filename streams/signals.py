@@ -6,6 +6,13 @@ beyond), turns, language, the task type from a classifier trained on labelled ex
 (``classifier.py``), a complexity score, the expected size of the answer, the
 capabilities the request needs, and the kinds of sensitive data it holds (kinds only,
 never values).
+
+An embedding request (``input`` set) is read over its texts instead of a conversation:
+its task type is ``embedding`` with confidence 1.0 (the request says what it is, so the
+chat classifier is not asked), its tokens are those of the texts (no per-message
+overhead), it has no turns and no answer to expect, and it needs the ``embeddings``
+capability. Language and sensitive data are read from the texts as from a prompt, so
+tenant policies apply to what is sent for embedding too.
 """
 
 from __future__ import annotations
@@ -13,13 +20,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from turnout.schemas.fleet import ModelDeployment
+from turnout.schemas.fleet import EMBEDDINGS, ModelDeployment
 from turnout.schemas.models import ChatMessage, InferenceRequest, Signals
 
 from .classifier import load_default
-from .language import detect_messages_language
+from .language import detect_language, detect_messages_language
 from .sensitive import find_sensitive
-from .tokens import REFERENCE_ENCODING, count_message_tokens
+from .tokens import REFERENCE_ENCODING, count_message_tokens, count_texts_tokens
+
+EMBEDDING_TASK = "embedding"
+EMBEDDING_METHOD = "input-field"  # the task type comes from the request's shape, not a classifier
 
 # Typical answer sizes per task, in tokens; a request's max_tokens caps them.
 EXPECTED_OUTPUT = {
@@ -71,6 +81,8 @@ _last_fleet: list = [None, REFERENCE_ENCODING]
 
 
 def required_capabilities(request: InferenceRequest) -> list[str]:
+    if request.input is not None:
+        return [EMBEDDINGS]
     needed = []
     if any(m.images for m in request.messages):
         needed.append("vision")
@@ -102,14 +114,16 @@ def complexity(task_type: str, input_tokens: int, messages: list[ChatMessage], c
     return round(min(1.0, score), 3)
 
 
-def sensitive_kinds(messages: list[ChatMessage]) -> list[str]:
+def sensitive_kinds(texts: Iterable[str]) -> list[str]:
     found: set[str] = set()
-    for message in messages:
-        found |= find_sensitive(message.content)
+    for text in texts:
+        found |= find_sensitive(text)
     return sorted(found)
 
 
 def compute_signals(request: InferenceRequest, fleet: Mapping[str, ModelDeployment] | None = None) -> Signals:
+    if request.input is not None:
+        return embedding_signals(request.input, fleet)
     model = load_default()
     task_type, confidence = model.predict_messages(request.messages)
     input_tokens, token_method = count_message_tokens(request.messages, fleet_tokenizer(fleet))
@@ -127,7 +141,27 @@ def compute_signals(request: InferenceRequest, fleet: Mapping[str, ModelDeployme
         expected_output_tokens=expected_output_tokens(task_type, input_tokens, request.max_tokens),
         complexity=complexity(task_type, input_tokens, request.messages, capabilities),
         capabilities=capabilities,
-        sensitive_kinds=sensitive_kinds(request.messages),
+        sensitive_kinds=sensitive_kinds(m.content for m in request.messages),
+    )
+
+
+def embedding_signals(texts: list[str], fleet: Mapping[str, ModelDeployment] | None = None) -> Signals:
+    """The signals of an embedding request, read over its texts (see the module doc)."""
+    input_tokens, token_method = count_texts_tokens(texts, fleet_tokenizer(fleet))
+    language, language_confidence = detect_language("\n".join(texts))
+    return Signals(
+        task_type=EMBEDDING_TASK,
+        task_confidence=1.0,
+        task_method=EMBEDDING_METHOD,
+        input_tokens=input_tokens,
+        token_method=token_method,
+        turns=0,
+        language=language,
+        language_confidence=round(language_confidence, 3),
+        expected_output_tokens=0,
+        complexity=0.0,
+        capabilities=[EMBEDDINGS],
+        sensitive_kinds=sensitive_kinds(texts),
     )
 
 

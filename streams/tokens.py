@@ -374,22 +374,30 @@ def count_message_tokens(messages: Iterable[Any], tokenizer: str | None) -> tupl
         if name:
             overhead += TOKENS_PER_NAME
             texts.append(str(name))
+    tokens, method = count_texts_tokens(texts, tokenizer)
+    return tokens + overhead, method
+
+
+def count_texts_tokens(texts: Iterable[str], tokenizer: str | None) -> tuple[int, str]:
+    """Tokens of several texts, each counted on its own (the parts of a conversation, or
+    the inputs of an embedding request, which OpenAI bills with no overhead). The exact
+    byte budget applies to all of them together, so many texts cost what one long one does."""
+    texts = list(texts)
     total_chars = sum(len(t) for t in texts)
     encoding = _ENCODING_ALIASES.get(tokenizer or "")
     if encoding and _exact_counter(encoding) is not None and total_chars * 4 > EXACT_MAX_BYTES:
         total_bytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
         if total_bytes > EXACT_MAX_BYTES:
-            # Over the exact budget: count the conversation as one text (the few tokens
-            # that merge across message boundaries are within the estimate's error).
-            tokens, method = count_tokens("\n".join(texts), tokenizer)
-            return tokens + overhead, method
+            # Over the exact budget: count the texts as one (the few tokens that merge
+            # across their boundaries are within the estimate's error).
+            return count_tokens("\n".join(texts), tokenizer)
     tokens = 0
     method = ""
     for text in texts:
         if text:
             n, method = _count_short(text, tokenizer) if len(text) <= _SHORT else count_tokens(text, tokenizer)
             tokens += n
-    return tokens + overhead, method or count_tokens("", tokenizer)[1]
+    return tokens, method or count_tokens("", tokenizer)[1]
 
 
 # --------------------------------------------------------------------------- calibration

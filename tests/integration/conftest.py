@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from turnout.stack import DevStack
+from stacks import stack_fixture
 
 CONFIG = Path(__file__).with_name("stack.toml")
 
@@ -19,13 +19,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    stack = DevStack(CONFIG, tmp_path_factory.mktemp("stack"))
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        for log in sorted(stack.logs.glob("*.log")):  # shown by pytest only when a test failed
-            print(f"==== {log.name} (last 40 lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+stack = stack_fixture(CONFIG, "stack", log_lines=40)

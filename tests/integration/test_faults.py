@@ -11,13 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
-from aiokafka import AIOKafkaConsumer
+from stacks import read_topic, stack_fixture
 
 from turnout.producers.client import TurnoutClient, new_request
 from turnout.schemas.models import DeploymentHealth, InferenceResponse
 from turnout.schemas.serde import codec_for
-from turnout.stack import DevStack
 
 REQUESTS = 300
 
@@ -81,38 +79,7 @@ hang_s = 3
 """
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    workdir = tmp_path_factory.mktemp("faults")
-    config = workdir / "faults.toml"
-    config.write_text(CONFIG)
-    stack = DevStack(config, workdir)
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        for log in sorted(stack.logs.glob("*.log")):
-            print(f"==== {log.name} (last 30 lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
-
-
-async def read_topic(settings, topic: str, expected: int | None = None, rounds: int = 60) -> list:
-    """Every record of ``topic`` (until ``expected`` are read, or the topic stops growing)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers, auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    records: list = []
-    try:
-        quiet = 0
-        for _ in range(rounds):
-            batch = await consumer.getmany(timeout_ms=250)
-            got = [r for rs in batch.values() for r in rs]
-            records += got
-            quiet = 0 if got else quiet + 1
-            if (expected is not None and len(records) >= expected and quiet >= 2) or (expected is None and quiet >= 4 and records):
-                break
-        return records
-    finally:
-        await consumer.stop()
+stack = stack_fixture(CONFIG, "faults")
 
 
 async def test_every_request_gets_exactly_one_response_and_the_breaker_cycles(stack):

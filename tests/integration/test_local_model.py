@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from stacks import stack_fixture
 
 from turnout import local_model
 from turnout.producers.client import TurnoutClient, new_request
-from turnout.stack import DevStack
 
 REASON = local_model.unavailable()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -48,19 +48,7 @@ max_wait_s = 5
 """
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    workdir = tmp_path_factory.mktemp("local-model")
-    config = workdir / "local.toml"
-    config.write_text(CONFIG)
-    stack = DevStack(config, workdir)
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        for log in sorted(stack.logs.glob("*.log")):
-            print(f"==== {log.name} (last 30 lines)\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+stack = stack_fixture(CONFIG, "local-model")
 
 
 async def test_the_stack_points_the_fleet_model_at_llama_server(stack):

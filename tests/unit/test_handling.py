@@ -179,7 +179,7 @@ def test_valid_avro_failing_validation_is_dead_lettered(settings, codec) -> None
     datum = {**make_request().model_dump(), "messages": []}
     value = single_object(bundled_catalog().by_name("turnout.InferenceRequest"), datum)
     outs = route_message(b"req-1", value, SOURCE, codec, settings)
-    assert_dlq(outs[0], b"req-1", value, "turnout.InferenceRequest failed validation: messages")
+    assert_dlq(outs[0], b"req-1", value, "turnout.InferenceRequest failed validation: <root>: Value error, a request needs messages (a chat request) or input")
 
 
 # -- refused requests ---------------------------------------------------------------------------------

@@ -48,6 +48,10 @@ RECORDS = {
     "response-error": InferenceResponse(
         id="r", tenant="t", status="error", error=ErrorInfo(code="no_route", message="none"), created_at=T0
     ),
+    "request-embedding": InferenceRequest(id="e", tenant="t", input=["first text", "second ✓"], created_at=T0),
+    "response-embedding": InferenceResponse(
+        id="e", tenant="t", status="ok", embeddings=[[0.1, -0.2, 1e-9], [3.5, 0.0, -1.0]], created_at=T0
+    ),
     "event": full_event(),
     "event-defaults": RoutingEvent(event_id="r:decision:0", request_id="r", tenant="t", kind="decision", ts=T0),
 }
@@ -307,7 +311,7 @@ def test_wrong_record_type_is_a_decode_error() -> None:
     ("change", "where"),
     [
         ({"id": ""}, "id"),
-        ({"messages": []}, "messages"),
+        ({"messages": []}, "<root>: Value error, a request needs messages"),
         ({"max_tokens": 0}, "max_tokens"),
     ],
 )
