@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration dev install install-local-model local-model clean bench-route bench-stream
+.PHONY: help demo test test-unit test-integration dev install install-local-model local-model clean bench-route bench-stream bench-worker
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ bench-route: $(BENCH_STAMP) ## benchmark the routing decision alone beside LiteL
 
 bench-stream: $(BENCH_STAMP) ## benchmark one router process on embedded Kafka beside a bare aiokafka pass-through (requests/s)
 	$(BIN)/python bench/bench_stream.py $(BENCH_ARGS)
+
+bench-worker: $(BENCH_STAMP) ## benchmark one worker process on a zero-latency simulated backend beside direct httpx calls (requests/s, ms added), and under a 429 storm (rpm)
+	$(BIN)/python bench/bench_worker.py $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) .turnout .pytest_cache

@@ -44,45 +44,26 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prompts  # noqa: E402
+from harness import BORING_FRAMES, compression_codec, environ, measure_process, output_span, summarize_pyspy, utcnow  # noqa: E402
 from runinfo import revision  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_TOML = REPO / "turnout" / "defaults" / "dev.toml"
 PREFIX = "bench"
 CEILING_GROUP = "bench-ceiling"
-
-
-@contextmanager
-def environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # -- the ceiling: a bare aiokafka consume-and-produce loop (runs as its own process) ----------
@@ -97,7 +78,7 @@ async def ceiling_worker(bootstrap: str, source: str, target: str, n: int, fetch
         fetch_max_wait_ms=fetch_max_wait_ms,
     )
     # The options Turnout's own aiokafka producers use (turnout.schemas.kafka.producer_options).
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-ceiling", acks="all", linger_ms=5, compression_type=_codec(compression))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-ceiling", acks="all", linger_ms=5, compression_type=compression_codec(compression))
     await consumer.start()
     await producer.start()
     seen, first, batches = 0, 0.0, 0
@@ -116,11 +97,6 @@ async def ceiling_worker(bootstrap: str, source: str, target: str, n: int, fetch
     finally:
         await producer.stop()
         await consumer.stop()
-
-
-def _codec(compression: str) -> str | None:
-    """``kafka.compression_type`` as aiokafka takes it (``none`` is ``None``)."""
-    return None if compression == "none" else compression
 
 
 # -- faust's own floor: the router's agent shape with no routing (runs as its own process) -------
@@ -145,7 +121,7 @@ def faust_worker(bootstrap: str, source: str, target: str, batch_size: int, wind
         broker_heartbeat_interval=3.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_compression_type=_codec(compression),
+        producer_compression_type=compression_codec(compression),
         web_enabled=False,
         datadir=tempfile.mkdtemp(prefix="bench-faust-"),
     )
@@ -158,94 +134,6 @@ def faust_worker(bootstrap: str, source: str, target: str, batch_size: int, wind
             await asyncio.gather(*pending)
 
     Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
-
-
-# -- timing from outside: the outputs' own timestamps -----------------------------------------
-@dataclass
-class Span:
-    """Output records and the producer timestamps (CreateTime, ms) of the first and last."""
-
-    records: int
-    first_ms: int
-    last_ms: int
-    keys: int = 0  # distinct record keys (request ids)
-
-    @property
-    def seconds(self) -> float:
-        return (self.last_ms - self.first_ms) / 1000
-
-    @property
-    def rate(self) -> float:
-        return (self.records - 1) / self.seconds if self.last_ms > self.first_ms else float("nan")
-
-
-async def output_span(bootstrap: str, topics: list[str], partitions: int, timeout_s: float = 60.0) -> Span:
-    """Read every record of ``topics`` (no group) and return their count and time span.
-
-    Every record carries the time its producer appended it, so the span runs from the
-    first output to the last whatever the reader's own speed, and start-up before the
-    first output is left out. (Tansu 0.6 answers ListOffsets(latest) with the last
-    batch's base offset + 1, not the high watermark, so end offsets cannot count
-    records there; a fetch's high watermark is right.)
-    """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-span", enable_auto_commit=False, fetch_max_wait_ms=50)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        records, first, last, keys = 0, None, None, set()
-        deadline = time.perf_counter() + timeout_s
-        while True:
-            fetched = await consumer.getmany(timeout_ms=200, max_records=10_000)
-            for batch in fetched.values():
-                for record in batch:
-                    records += 1
-                    keys.add(record.key)
-                    first = record.timestamp if first is None else min(first, record.timestamp)
-                    last = record.timestamp if last is None else max(last, record.timestamp)
-            marks = [consumer.highwater(tp) for tp in tps]
-            if all(m is not None for m in marks) and all([await consumer.position(tp) >= m for tp, m in zip(tps, marks)]):
-                if not fetched:
-                    break
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"could not read the outputs of {topics} within {timeout_s:g}s")
-        return Span(records, first or 0, last or 0, len(keys))
-    finally:
-        await consumer.stop()
-
-
-async def wait_for(condition: Callable[[], Any], process: subprocess.Popen | None, timeout_s: float, interval_s: float, what: str) -> None:
-    deadline = time.perf_counter() + timeout_s
-    while not await condition():
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what}: the process under test exited with code {process.returncode}")
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"{what}: not done within {timeout_s:g}s")
-        await asyncio.sleep(interval_s)
-
-
-# -- profiling --------------------------------------------------------------------------------
-def start_pyspy(pid: int, out: Path) -> subprocess.Popen | None:
-    pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(pyspy).exists():
-        print("  (py-spy not installed: no profile)")
-        return None
-    return subprocess.Popen(
-        [pyspy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking", "--format", "raw", "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def stop_pyspy(proc: subprocess.Popen | None) -> None:
-    if proc is None:
-        return
-    proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 # What the collapsed stacks are grouped into: a sample goes to the group of the innermost
@@ -263,47 +151,6 @@ PROFILE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("event loop waiting (epoll)", ("EpollSelector.select (",)),
     ("other event-loop work (mode, asyncio, timers)", ("_run_once (",)),
 )
-
-
-_LINE = re.compile(r":\d+\)$")
-
-
-def _group(frames: list[str]) -> str:
-    for frame in reversed(frames):  # innermost first
-        for name, needles in PROFILE_GROUPS:
-            if any(needle in frame for needle in needles):
-                return name
-    return "other (threads, truncated stacks)"
-
-
-def summarize_pyspy(path: Path, top: int = 20) -> list[str]:
-    if not path.exists() or path.stat().st_size == 0:
-        return ["(no samples)"]
-    stacks: Counter[str] = Counter()
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            stacks[stack] += int(count)
-    total = sum(stacks.values())
-    groups: Counter[str] = Counter()
-    selfs: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    for stack, count in stacks.items():
-        frames = stack.split(";")
-        functions = [_LINE.sub(")", f) for f in frames]  # one entry per function, not per line
-        selfs[functions[-1]] += count
-        for function in set(functions):
-            inclusive[function] += count
-        groups[_group(frames)] += count
-    boring = ("asyncio/", "click/", "runpy", "mode/worker.py", "turnout/cli.py", "turnout/__main__.py", "run_router (")
-    lines = [f"py-spy: {total} samples of the router process while it routed (200 Hz, all threads); {path}"]
-    lines.append("  by stage (innermost matching frame):")
-    lines += [f"    {100 * c / total:5.1f} %  {name}" for name, c in groups.most_common()]
-    lines.append(f"  heaviest functions, inclusive (top {top}, without the asyncio/click/runpy frames every stack has):")
-    lines += [f"    {100 * c / total:5.1f} %  {frame[:150]}" for frame, c in [(f, c) for f, c in inclusive.most_common() if not any(b in f for b in boring)][:top]]
-    lines.append(f"  heaviest functions, self time (top {top}):")
-    lines += [f"    {100 * c / total:5.1f} %  {frame[:150]}" for frame, c in selfs.most_common(top)]
-    return lines
 
 
 # -- in-process breakdown ---------------------------------------------------------------------
@@ -350,76 +197,6 @@ def breakdown(values: list[tuple[bytes, bytes]], settings: Any, sample: int) -> 
 
 
 # -- the run ----------------------------------------------------------------------------------
-async def measure_process(
-    name: str,
-    command: list[str],
-    env: dict[str, str],
-    bootstrap: str,
-    out_topics: list[str],
-    partitions: int,
-    n: int,
-    workdir: Path,
-    timeout_s: float,
-    profile_path: Path | None = None,
-) -> Span:
-    """Start ``command``, wait until its outputs stop growing and hold all ``n`` request
-    ids (every request yields a record keyed by its id: a slip on a model topic or a DLQ
-    record for the router, a copy for the pass-throughs), stop it, return the span."""
-    log_path = workdir / f"{name}.log"
-    process = subprocess.Popen(
-        command,
-        env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
-        stdout=open(log_path, "ab"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        cwd=workdir,
-    )
-    started = time.perf_counter()
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-probe", enable_auto_commit=False)
-    await probe.start()
-    tps = [TopicPartition(t, p) for t in out_topics for p in range(partitions)]
-
-    async def mark() -> int:  # wrong on Tansu (see output_span), but it moves whenever a batch lands
-        return sum((await probe.end_offsets(tps)).values())
-
-    async def started_output() -> bool:
-        return await mark() > 0
-
-    quiet = {"mark": -1, "since": time.perf_counter()}
-
-    async def all_out() -> bool:
-        current, now = await mark(), time.perf_counter()
-        if current != quiet["mark"]:
-            quiet.update(mark=current, since=now)
-            return False
-        if now - quiet["since"] < 1.0:
-            return False
-        span = await output_span(bootstrap, out_topics, partitions)
-        quiet["since"] = time.perf_counter()  # not complete: wait for another quiet second
-        return span.keys >= n
-
-    pyspy = None
-    try:
-        await wait_for(started_output, process, timeout_s, 0.02, f"{name} start-up")
-        print(f"  first output {time.perf_counter() - started:.1f}s after the process started (start-up: excluded)")
-        if profile_path is not None:
-            profile_path.parent.mkdir(parents=True, exist_ok=True)
-            pyspy = start_pyspy(process.pid, profile_path)
-        await wait_for(all_out, process, timeout_s, 0.1, name)
-    except Exception:
-        print(f"  {name} log (last 30 lines):\n" + "\n".join(log_path.read_text(errors="replace").splitlines()[-30:]))
-        raise
-    finally:
-        stop_pyspy(pyspy)
-        await probe.stop()
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, 30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return await output_span(bootstrap, out_topics, partitions)
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from turnout.admin import create_topics
     from turnout.embedded import EmbeddedBroker
@@ -444,7 +221,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         print(f"bench-stream: Turnout {revision()}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, Tansu on {bootstrap}, config {args.config}")
         print(f"  router: batch_size {router.batch_size}, batch_window_s {router.batch_window_s}, {kafka.partitions} partitions, fetch_max_wait_ms {kafka.fetch_max_wait_ms}")
-        requests = prompts.generate(args.n, args.seed, now=_utcnow())
+        requests = prompts.generate(args.n, args.seed, now=utcnow())
         print(prompts.describe(requests))
         codec = codec_for(kafka)
         t = time.perf_counter()
@@ -452,7 +229,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         encode_s = time.perf_counter() - t
         size = sum(len(v) for _, v in values)
         print(f"  encoded {len(values)} requests in {encode_s:.2f}s ({len(values) / encode_s:,.0f}/s), {size / 1e6:.1f} MB of Avro, {size / len(values):,.0f} B mean")
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-publish", acks="all", linger_ms=5, compression_type=_codec(kafka.compression_type))
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench-publish", acks="all", linger_ms=5, compression_type=compression_codec(kafka.compression_type))
         await producer.start()
         t = time.perf_counter()
         await asyncio.gather(*[await producer.send(topics.requests, value, key=key) for key, value in values])
@@ -517,7 +294,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         inproc_rate, lines = breakdown(values, settings, min(args.sample, len(values)))
         print("  " + "\n  ".join(lines))
         if profile_path is not None:
-            print("  " + "\n  ".join(summarize_pyspy(profile_path)))
+            print("  " + "\n  ".join(summarize_pyspy(profile_path, PROFILE_GROUPS, "the router process while it routed", BORING_FRAMES + ("run_router (",))))
 
         ratio = router_rate / ceiling_span.rate
         print()
@@ -548,12 +325,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ceiling.kill()
             ceiling.wait()
         broker.stop()
-
-
-def _utcnow() -> Any:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc)
 
 
 def main() -> None:
