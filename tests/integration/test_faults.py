@@ -9,6 +9,7 @@ reports on the compacted health topic show.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 from stacks import read_topic, stack_fixture
@@ -18,6 +19,8 @@ from turnout.schemas.models import DeploymentHealth, InferenceResponse
 from turnout.schemas.serde import codec_for
 
 REQUESTS = 300
+CLOSING_WAVES = 15  # each closes the breaker with odds of about 2 in 3: all failing is ~1e-7
+WAVE = 12
 
 CONFIG = """
 [kafka]
@@ -60,6 +63,7 @@ slow_call_rate = 1.0
 open_s = 0.5
 max_open_s = 1.0
 probe_successes = 2
+half_open_probes = 2       # both probes of a wave go out together
 
 [simulator]
 seed = 7
@@ -84,14 +88,25 @@ stack = stack_fixture(CONFIG, "faults")
 
 async def test_every_request_gets_exactly_one_response_and_the_breaker_cycles(stack):
     settings = stack.settings
+    codec = codec_for(settings.kafka)
     requests = [new_request(f"Tell me fact number {n} about trains.", "acme") for n in range(REQUESTS)]
     async with TurnoutClient(settings.kafka) as client:
         ids = await client.publish(requests)
         answers = await client.gather(ids, 240)
-    assert len(answers) == REQUESTS  # none lost
+        assert len(answers) == REQUESTS  # none lost
+        # A half-open breaker closes only on probes, and probes are calls: when the load
+        # ends while it is half-open, it stays so. Keep a little traffic coming (each
+        # probe still fails 20 % of the time) until it has closed again, a bounded number
+        # of times.
+        for wave in range(CLOSING_WAVES):
+            if closed_after_open(await breaker_states(settings, codec)):
+                break
+            await asyncio.sleep(1.2)  # past max_open_s: the breaker is half-open, not open
+            more = [new_request(f"Tell me fact {wave}.{n} about ships.", "acme") for n in range(WAVE)]
+            ids += await client.publish(more)
+            await client.gather([r.id for r in more], 60)
 
-    codec = codec_for(settings.kafka)
-    records = await read_topic(settings, settings.topics.responses, expected=REQUESTS)
+    records = await read_topic(settings, settings.topics.responses, expected=len(ids))
     responses = [codec.decode(r.value, InferenceResponse) for r in records]
     per_id = Counter(r.id for r in responses)
     assert set(per_id) == set(ids) and max(per_id.values()) == 1, "exactly one response per request"
@@ -99,8 +114,16 @@ async def test_every_request_gets_exactly_one_response_and_the_breaker_cycles(st
     assert served_by["faulty"] > 0 and served_by["steady"] > 0, served_by  # faults moved some along the plan
     assert sum(n for k, n in served_by.items() if k.startswith("error:")) == 0, served_by  # the fallback is healthy
 
-    reports = [codec.decode(r.value, DeploymentHealth) for r in await read_topic(settings, settings.topics.health) if r.value]
-    states = [r.breaker for r in reports if r.model == "faulty"]
+    states = await breaker_states(settings, codec)
     assert "open" in states, f"the breaker never opened: {Counter(states)}"
-    first_open = states.index("open")
-    assert "closed" in states[first_open:], f"the breaker never closed again after opening: {states[first_open:]}"
+    assert closed_after_open(states), f"the breaker never closed again after opening: {states[states.index('open'):]}"
+
+
+async def breaker_states(settings, codec) -> list[str]:
+    """The faulty deployment's breaker states, in the order its health reports were published."""
+    reports = [codec.decode(r.value, DeploymentHealth) for r in await read_topic(settings, settings.topics.health) if r.value]
+    return [r.breaker for r in reports if r.model == "faulty"]
+
+
+def closed_after_open(states: list[str]) -> bool:
+    return "open" in states and "closed" in states[states.index("open") :]
