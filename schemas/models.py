@@ -109,6 +109,7 @@ class PlanStep(AvroRecord):
     model: str
     role: Literal["primary", "fallback", "escalation"]
     when: list[str] = Field(default_factory=list)
+    min_confidence: float | None = None
 
 
 class Attempt(AvroRecord):
@@ -154,6 +155,14 @@ class RoutedRequest(AvroRecord):
 
     def step_index(self, step: PlanStep) -> int:
         return self.plan.index(step)
+
+    @property
+    def min_confidence(self) -> float | None:
+        """The confidence below which the current step's answer is escalated, or ``None``
+        when no escalation step listens for ``low_confidence`` (then the worker need not
+        ask the backend for token log-probabilities at all)."""
+        step = self.escalation_for("low_confidence")
+        return step.min_confidence if step is not None else None
 
     def escalation_for(self, trigger: str) -> PlanStep | None:
         """The escalation step taken when ``trigger`` happens on the current step."""

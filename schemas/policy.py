@@ -83,6 +83,12 @@ class Route(Section):
     shadow: list[str] = Field(default_factory=list, description="models that also serve a copy, never returned")
     escalate_to: str | None = Field(default=None, description="model for the cascade step, or 'auto' for the best tier")
     escalate_on: list[EscalationTrigger] = Field(default_factory=lambda: ["validation_failed", "truncated"])
+    min_confidence: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="with low_confidence in escalate_on: escalate an answer whose mean token probability (from the backend's logprobs) is below this",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Route:

@@ -131,7 +131,7 @@ def select(request: InferenceRequest, signals: Signals, ctx: Context, now: datet
     plan += [PlanStep(model=m, role="fallback") for m in _fallbacks(route, ranked, primary)]
     escalation = None if over_budget or tenant.max_escalations == 0 else _escalation(route, ranked, plan, ctx.fleet)
     if escalation is not None:
-        plan.append(PlanStep(model=escalation, role="escalation", when=list(route.escalate_on)))  # type: ignore[union-attr]
+        plan.append(_escalation_step(escalation, route))  # type: ignore[arg-type]
     shadows = [m for m in (route.shadow if route else []) if m in legal and m != primary]
 
     candidates = list(dropped.values())
@@ -295,3 +295,11 @@ def _escalation(route: Route | None, ranked: list[str], plan: list[PlanStep], fl
     floor = fleet[plan[0].model].quality_tier
     better = [m for m in ranked if fleet[m].quality_tier > floor and m not in used]
     return max(better, key=lambda m: (fleet[m].quality_tier, -fleet[m].price_output_per_mtok, m)) if better else None
+
+
+def _escalation_step(model: str, route: Route) -> PlanStep:
+    """The cascade's last step, listening for the route's triggers; a ``low_confidence``
+    trigger carries the route's threshold, because the worker that judges the answer
+    reads the plan, not the policy."""
+    low_confidence = "low_confidence" in route.escalate_on
+    return PlanStep(model=model, role="escalation", when=list(route.escalate_on), min_confidence=route.min_confidence if low_confidence else None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from turnout.schemas.models import ChatMessage, InferenceRequest
+from turnout.schemas.models import ChatMessage, InferenceRequest, PlanStep
 
 from .rules import Decision
 
@@ -32,7 +32,7 @@ def explain(request: InferenceRequest, decision: Decision, policy_version: str) 
         out["refused"] = selection.refusal.model_dump()
         out["plan"] = []
     else:
-        out["plan"] = [{"model": s.model, "role": s.role, "when": list(s.when)} for s in selection.plan]
+        out["plan"] = [_step(s) for s in selection.plan]
         out["shadows"] = list(selection.shadows)
         out["reason"] = selection.reason(decision.signals)
     return out
@@ -55,3 +55,10 @@ def request_from_line(line: str, number: int, default_tenant: str) -> InferenceR
     if isinstance(fields.get("response_schema"), dict):
         fields["response_schema"] = json.dumps(fields["response_schema"])
     return InferenceRequest(id=str(row.get("id", f"line-{number}")), tenant=str(row.get("tenant", default_tenant)), messages=messages, **fields)
+
+
+def _step(step: PlanStep) -> dict:
+    out = {"model": step.model, "role": step.role, "when": list(step.when)}
+    if step.min_confidence is not None:
+        out["min_confidence"] = step.min_confidence
+    return out

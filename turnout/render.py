@@ -38,8 +38,14 @@ def print_explanation(console: Console, explanation: dict) -> None:
         refused = explanation["refused"]
         console.print(f"[red]refused[/] {refused['code']}: {refused['message']}")
         return
-    print_table(console, "Plan", ["step", "model", "role", "when"], [(i, s["model"], s["role"], ", ".join(s["when"])) for i, s in enumerate(explanation["plan"])])
+    print_table(console, "Plan", ["step", "model", "role", "when"], [(i, s["model"], s["role"], _when(s)) for i, s in enumerate(explanation["plan"])])
     if explanation.get("shadows"):
         console.print(f"shadow copies: {', '.join(explanation['shadows'])}")
     for note in explanation["notes"]:
         console.print(f"note: {note}")
+
+
+def _when(step: dict) -> str:
+    """An escalation's triggers, with the confidence threshold of ``low_confidence``."""
+    threshold = step.get("min_confidence")
+    return ", ".join(f"{t} (< {threshold:g})" if t == "low_confidence" and threshold is not None else t for t in step["when"])

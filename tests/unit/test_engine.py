@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pydantic import ValidationError
 
 from turnout.schemas.fleet import ModelDeployment
 from turnout.schemas.models import ChatMessage, InferenceRequest, Signals
@@ -208,6 +209,20 @@ def test_auto_escalation_targets_a_better_tier_and_respects_the_cap():
     assert selection.plan[-1].when == ["truncated", "low_confidence"]
     capped = {"acme": TenantPolicy(max_escalations=0)}
     assert models(select(request(), signals(), ctx(routes=[route], tenants=capped)))[-1][1] == "fallback"
+
+
+def test_a_low_confidence_escalation_carries_the_routes_threshold_to_the_worker():
+    listening = Route(name="c", model="tiny", escalate_to="frontier", escalate_on=["low_confidence"], min_confidence=0.7)
+    step = select(request(), signals(), ctx(routes=[listening])).plan[-1]
+    assert (step.role, step.min_confidence) == ("escalation", 0.7)
+    deaf = Route(name="c", model="tiny", escalate_to="frontier", escalate_on=["truncated"], min_confidence=0.7)
+    assert select(request(), signals(), ctx(routes=[deaf])).plan[-1].min_confidence is None  # no logprobs asked for
+
+
+@pytest.mark.parametrize("threshold", [0, 1, -0.1, 1.5])
+def test_a_confidence_threshold_outside_the_open_unit_interval_is_refused(threshold):
+    with pytest.raises(ValidationError, match="min_confidence"):
+        Route(name="c", model="tiny", min_confidence=threshold)
 
 
 # -- budgets ---------------------------------------------------------------------------------

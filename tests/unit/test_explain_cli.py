@@ -48,3 +48,25 @@ def test_jsonl_prints_one_decision_per_line_and_reports_bad_lines():
     assert [r.get("tenant") for r in rows] == ["acme", None, "acme-eu"]
     assert rows[1]["line"] == 2 and "not JSON" in rows[1]["error"]
     assert rows[0]["plan"] and rows[2]["plan"]
+
+
+def test_the_plan_shows_the_confidence_threshold_of_a_low_confidence_escalation():
+    from rich.console import Console
+
+    from turnout.render import print_explanation
+
+    explanation = {
+        "signals": {},
+        "policy_version": "v1",
+        "tenant": "acme",
+        "route": "cascade",
+        "candidates": [],
+        "notes": [],
+        "plan": [
+            {"model": "small", "role": "primary", "when": []},
+            {"model": "large", "role": "escalation", "when": ["truncated", "low_confidence"], "min_confidence": 0.6},
+        ],
+    }
+    console = Console(record=True, width=160)
+    print_explanation(console, explanation)
+    assert "truncated, low_confidence (< 0.6)" in console.export_text()
