@@ -15,7 +15,9 @@ taken in this order, each drawing from the generator only when its fault is enab
 4. status (``rate_limit_rate``, ``error_rate``): one draw answers 429, 500 or neither;
 5. body (``truncate_rate``, ``malformed_rate``): one draw cuts the 200 body mid-JSON or
    replaces it with an HTML page;
-6. output, only for structured-output requests (``schema_violation_rate``,
+6. confidence (``low_confidence_rate``): one draw makes the answer an unsure one, whose
+   tokens come with low probabilities (seen by a client that asks for ``logprobs``);
+7. output, only for structured-output requests (``schema_violation_rate``,
    ``near_json_rate``): one draw breaks the schema or answers near-JSON (one more draw
    picks the near-JSON style).
 
@@ -49,6 +51,7 @@ class Fault(enum.StrEnum):
     MALFORMED = "malformed"
     SCHEMA_VIOLATION = "schema_violation"
     NEAR_JSON = "near_json"
+    LOW_CONFIDENCE = "low_confidence"
 
 
 class Failure(enum.StrEnum):
@@ -71,7 +74,8 @@ class CallPlan:
     """The faults decided for one call. ``faults`` are injected whatever the request
     (hang, burst, status, body); ``failure`` set means an error answer; otherwise
     ``body_fault`` or ``output_fault`` (at most one) shapes the 200. An output fault is
-    only a wish: it is injected, and counted, when the request's schema allows it."""
+    only a wish: it is injected, and counted, when the request's schema allows it.
+    ``unsure`` answers carry low token probabilities (``Fault.LOW_CONFIDENCE``)."""
 
     latency_s: float
     delay_s: float
@@ -81,6 +85,7 @@ class CallPlan:
     output_fault: Fault | None = None
     near_json_style: str | None = None
     burst_started: bool = False
+    unsure: bool = False
 
 
 def sample_latency_s(profile: SimulatorProfile, rng: random.Random) -> float:
@@ -123,11 +128,13 @@ class FaultPlanner:
         body = _pick(rng, (Fault.TRUNCATED, profile.truncate_rate), (Fault.MALFORMED, profile.malformed_rate))
         if body is not None:
             return CallPlan(**timing, faults=(*faults, body), body_fault=body)
+        unsure = profile.low_confidence_rate > 0 and rng.random() < profile.low_confidence_rate
+        faults += (Fault.LOW_CONFIDENCE,) if unsure else ()
         if not structured:
-            return CallPlan(**timing, faults=faults)
+            return CallPlan(**timing, faults=faults, unsure=unsure)
         output = _pick(rng, (Fault.SCHEMA_VIOLATION, profile.schema_violation_rate), (Fault.NEAR_JSON, profile.near_json_rate))
         style = rng.choice(NEAR_JSON_STYLES) if output is Fault.NEAR_JSON else None
-        return CallPlan(**timing, faults=faults, output_fault=output, near_json_style=style)
+        return CallPlan(**timing, faults=faults, output_fault=output, near_json_style=style, unsure=unsure)
 
     def _burst_failure(self, served_model: str, profile: SimulatorProfile) -> tuple[Failure, bool] | None:
         """The failure of a running burst (one call of it used up), or of one this call

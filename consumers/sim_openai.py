@@ -4,7 +4,7 @@ and embeddings (``POST /v1/embeddings``).
 Faithful where clients look: a ``chat.completion`` with ``usage``, ``finish_reason``
 ``"length"`` when ``max_completion_tokens`` (or the older ``max_tokens``) cuts the answer,
 structured output through ``response_format`` (``json_schema`` or ``json_object``) or a
-forced function tool, and errors as ``{"error": {"message", "type", "param", "code"}}``;
+forced function tool, token ``logprobs`` when asked for, and errors as ``{"error": {"message", "type", "param", "code"}}``;
 an embeddings ``list`` with one ``embedding`` per input in input order, as floats or as
 base64 float32 (``encoding_format``, which the official SDK sets to base64), and usage.
 """
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .sim_faults import Failure
-from .sim_wire import Answer, BadRequest, EmbeddingCall, SimCall, Structured, messages_of, prompt_tokens, request_body, text_of
+from .sim_wire import Answer, BadRequest, EmbeddingCall, SimCall, Structured, messages_of, prompt_tokens, request_body, text_of, token_logprobs
 
 __all__ = ["OpenAIChat", "OpenAIEmbeddings"]
 
@@ -49,6 +49,7 @@ class OpenAIChat:
             last_text=text_of(messages[-1].get("content")),
             max_tokens=limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None,
             structured=_structured(body),
+            logprobs=body.get("logprobs") is True,
         )
 
     def render(self, call: SimCall, answer: Answer) -> dict[str, Any]:
@@ -67,7 +68,7 @@ class OpenAIChat:
             "created": int(time.time()),
             "model": call.model,
             "system_fingerprint": "turnout-simulator",
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "length" if answer.cut else finish}],
+            "choices": [{"index": 0, "message": message, "logprobs": _logprobs(answer) if call.logprobs else None, "finish_reason": "length" if answer.cut else finish}],
             "usage": usage,
         }
 
@@ -107,6 +108,13 @@ class OpenAIEmbeddings(OpenAIChat):
         ]
         usage = {"prompt_tokens": call.prompt_tokens, "total_tokens": call.prompt_tokens}
         return {"object": "list", "data": data, "model": call.model, "usage": usage}
+
+
+def _logprobs(answer: Answer) -> dict[str, Any]:
+    """``choices[].logprobs`` as OpenAI sends it when the call sets ``logprobs: true``
+    (no ``top_logprobs`` asked: each token's alternatives are an empty list)."""
+    content = [{"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []} for token, logprob in token_logprobs(answer)]
+    return {"content": content, "refusal": None}
 
 
 def _base64_float32(vector: list[float]) -> str:

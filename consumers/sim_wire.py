@@ -63,6 +63,7 @@ class SimCall:
     max_tokens: int | None
     structured: Structured | None = None
     embedding: EmbeddingCall | None = None
+    logprobs: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Answer:
     tool: str | None = None
     fault: Fault | None = None
     vectors: tuple[list[float], ...] = ()
+    confidence: float = 0.0
 
 
 class BadRequest(Exception):
@@ -163,7 +165,7 @@ def compose_answer(call: SimCall, profile: SimulatorProfile, plan: CallPlan) -> 
         return Answer(text="", tokens=0, cut=False, vectors=tuple(unit_vector(text, dimensions) for text in call.embedding.texts))
     if call.structured is None:
         tokens = min(profile.output_tokens, call.max_tokens) if call.max_tokens else profile.output_tokens
-        return Answer(text=_prose(call, tokens), tokens=tokens, cut=tokens < profile.output_tokens)
+        return Answer(text=_prose(call, tokens), tokens=tokens, cut=tokens < profile.output_tokens, confidence=_confidence(plan))
     schema, document, fault = call.structured.schema, call.structured.document, None
     if plan.output_fault is Fault.SCHEMA_VIOLATION and (broken := violate(schema, document)) is not None:
         document, fault = broken, Fault.SCHEMA_VIOLATION
@@ -174,7 +176,26 @@ def compose_answer(call: SimCall, profile: SimulatorProfile, plan: CallPlan) -> 
     cut = bool(call.max_tokens and call.max_tokens < tokens)
     if cut:
         text, tokens, exact = text[: call.max_tokens * CHARS_PER_TOKEN], call.max_tokens, False
-    return Answer(text=text, tokens=tokens, cut=cut, document=document, exact=exact, tool=call.structured.tool, fault=fault)
+    return Answer(text=text, tokens=tokens, cut=cut, document=document, exact=exact, tool=call.structured.tool, fault=fault, confidence=_confidence(plan))
+
+
+SURE, UNSURE = 0.9, 0.3
+"""The mean token probability of an ordinary answer and of an unsure one (``unsure`` in
+the call's plan): far enough apart that a threshold between them tells them apart."""
+
+
+def _confidence(plan: CallPlan) -> float:
+    return UNSURE if plan.unsure else SURE
+
+
+def token_logprobs(answer: Answer) -> list[tuple[str, float]]:
+    """The answer's tokens (about ``CHARS_PER_TOKEN`` characters each, as its usage counts
+    them) with their log-probabilities: all ``log(confidence)``, so that whatever way a
+    client averages them it reads the answer's confidence back."""
+    text = answer.text
+    pieces = [text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)] or [""]
+    logprob = math.log(answer.confidence)
+    return [(piece, logprob) for piece in pieces]
 
 
 def _prose(call: SimCall, tokens: int) -> str:

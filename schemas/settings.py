@@ -189,6 +189,12 @@ class SimulatorProfile(Section):
     near_json_rate: float = Field(
         default=0.0, ge=0, le=1, description="share of structured-output answers in almost-JSON a repair library fixes (fences, trailing comma, single quotes, prose)"
     )
+    low_confidence_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of answers the model is unsure of: with logprobs asked for, their tokens average a probability of 0.3 instead of 0.9",
+    )
     output_tokens: int = Field(default=48, ge=1, description="tokens of a plain-text answer, fewer when max_tokens cuts it")
     embedding_dim: int = Field(
         default=16, ge=1, le=8192, description="length of the vectors /v1/embeddings answers with, unless the call asks for its own 'dimensions'"

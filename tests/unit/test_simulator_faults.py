@@ -272,3 +272,29 @@ async def test_health_reports_the_sampled_lognormal_tail():
     assert summary["count"] == len(sampled) == 300
     assert summary["p50"] == pytest.approx(0.2, rel=0.25)
     assert summary["p99"] / summary["p50"] > 6 and summary["max"] == pytest.approx(max(sampled), abs=1e-3)
+
+
+async def test_unsure_answers_carry_low_token_probabilities_in_openai_logprobs():
+    settings = simulator_settings(seed=5, doubtful=instant(low_confidence_rate=0.25))
+    async with running_simulator(settings) as (_, port), client(port) as api:
+        completions = [await api.chat.completions.create(model="doubtful", messages=MESSAGES, logprobs=True) for _ in range(200)]
+        plain = await api.chat.completions.create(model="doubtful", messages=MESSAGES)
+        report = await health(port)
+    means = []
+    for completion in completions:
+        tokens = completion.choices[0].logprobs.content  # parsed by the SDK's own types
+        assert "".join(t.token for t in tokens) == completion.choices[0].message.content
+        means.append(math.exp(statistics.fmean(t.logprob for t in tokens)))
+    unsure = sum(mean < 0.5 for mean in means)
+    assert {round(mean, 6) for mean in means} == {0.3, 0.9}
+    assert within(unsure, 200, 0.25) and report["faults"]["low_confidence"] >= unsure  # the plain call may be unsure too
+    assert plain.choices[0].logprobs is None  # only sent when asked for
+
+
+def test_the_confidence_draw_comes_after_the_body_and_before_the_output_draws():
+    planner = FaultPlanner(random.Random(3))
+    profile = instant(low_confidence_rate=1.0, schema_violation_rate=1.0)
+    plan = planner.plan("m", profile, structured=True)
+    assert plan.unsure and Fault.LOW_CONFIDENCE in plan.faults and plan.output_fault is Fault.SCHEMA_VIOLATION
+    failing = planner.plan("m", instant(low_confidence_rate=1.0, error_rate=1.0), structured=False)
+    assert not failing.unsure and failing.failure is Failure.SERVER_ERROR  # an error answer has no tokens to doubt
