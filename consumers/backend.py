@@ -3,7 +3,9 @@
 ``ChatBackend`` is what a worker calls. ``HttpChatBackend`` is the plumbing every wire
 format shares (a pooled httpx client, the error classification, key scrubbing, defensive
 reading of 200s), so the worker's retry policy never looks at HTTP details and each
-adapter only says where to POST, what to send and how to read the answer.
+adapter only says where to POST, what to send and how to read the answer. The client
+sends through aiohttp's connection pool (``aiohttp_transport``: httpx's own pool cost
+most of a worker's CPU) unless a test injects its transport.
 ``OpenAIChatBackend`` is the OpenAI chat-completions format (OpenAI, Azure OpenAI, vLLM,
 Ollama, llama.cpp's server, TGI, Turnout's simulator); ``anthropic_backend`` and
 ``gemini_backend`` hold the other two. The request-translation helpers at the bottom
@@ -28,6 +30,8 @@ import httpx
 from pydantic import SecretStr
 
 from turnout.schemas.models import ChatMessage, InferenceRequest
+
+from .aiohttp_transport import AiohttpTransport
 
 R = TypeVar("R")
 
@@ -136,8 +140,7 @@ class HttpChatBackend:
             base_url=base_url.rstrip("/"),
             headers={**self.fixed_headers, **(self.auth_headers(self._secret) if self._secret else {})},
             timeout=timeout_s,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport or AiohttpTransport(max_connections),
         )
 
     # -- what each wire format says -------------------------------------------------------

@@ -137,7 +137,7 @@ async def test_timeout_and_concurrency_reach_the_http_client():
     try:
         client = backend._http  # httpx keeps these private; the values are what matters
         assert client.timeout == httpx.Timeout(12.5)
-        assert client._transport._pool._max_connections == 3
+        assert client._transport._max_connections == 3  # the aiohttp pool's size (AiohttpTransport)
     finally:
         await backend.aclose()
 
