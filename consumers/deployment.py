@@ -22,7 +22,7 @@ from turnout.schemas.models import ErrorInfo
 from turnout.schemas.settings import ModelDeployment
 
 from .backend import BackendError, ChatBackend, EmbeddingResult
-from .breaker import FAILURE_CODES, CircuitBreaker
+from .breaker import FAILURE_CODES, CircuitBreaker, Permit
 from .cache import ResponseCache
 from .embedding_batch import EmbeddingBatcher
 from .ratelimit import RateLimiter
@@ -110,14 +110,8 @@ async def guarded(deployment: Deployment, tokens: int, budget_s: float, call: Ca
     permit = breaker.acquire()
     if permit is None:
         raise Skipped(_skip("circuit_open", f"{deployment.model_id}'s circuit breaker is open"))
-    if deployment.limiter.would_wait_s(tokens) > budget_s:
-        permit.release()
-        raise Skipped(_limited(deployment, budget_s))
-    try:
-        await asyncio.wait_for(deployment.limiter.acquire(tokens), timeout=budget_s)
-    except TimeoutError:
-        permit.release()
-        raise Skipped(_limited(deployment, budget_s)) from None
+    if not deployment.limiter.try_acquire(tokens):  # room now: no task, no timeout (the common case)
+        await _wait_for_budget(deployment, tokens, budget_s, permit)
     started = time.perf_counter()
     try:
         async with deployment.limit:
@@ -134,6 +128,19 @@ async def guarded(deployment: Deployment, tokens: int, budget_s: float, call: Ca
     permit.record(True, result.latency_ms / 1000)
     deployment.limiter.settle(tokens, result.input_tokens + result.output_tokens)
     return result
+
+
+async def _wait_for_budget(deployment: Deployment, tokens: int, budget_s: float, permit: Permit) -> None:
+    """Wait in the rate limiter's queue for at most ``budget_s``; ``Skipped`` (and the
+    permit back) when the wait would be, or turns out, longer."""
+    if deployment.limiter.would_wait_s(tokens) > budget_s:
+        permit.release()
+        raise Skipped(_limited(deployment, budget_s))
+    try:
+        await asyncio.wait_for(deployment.limiter.acquire(tokens), timeout=budget_s)
+    except TimeoutError:
+        permit.release()
+        raise Skipped(_limited(deployment, budget_s)) from None
 
 
 def _skip(code: str, message: str) -> ErrorInfo:

@@ -1,5 +1,11 @@
 """Requests-per-minute and tokens-per-minute limits of one deployment, shared by replicas.
 
+What a per-minute limit means: a provider counts an account's calls (and tokens) over a
+rolling minute, and many enforce it over shorter slices too (OpenAI quantizes 600 rpm
+into about 10 a second; Anthropic refills a bucket continuously). So the limiter keeps
+every replica's calls, in any minute, within its share of the limit, and spreads them
+evenly inside the minute rather than in bursts.
+
 A provider's limits apply to the account, not to one process, and Turnout runs many
 workers for a model in one consumer group. No replica can see the others' traffic, but
 each knows how many of the model topic's partitions it owns, and partitions carry the
@@ -8,21 +14,29 @@ on every rebalance). The shares of all replicas add up to the whole limit withou
 coordination.
 
 Each limit is a token bucket that refills smoothly at its share of the per-minute rate.
-Its capacity (the burst) is ``burst_s`` seconds of that share, 10 s by default rather
-than a whole minute: providers may enforce a per-minute limit over shorter sub-windows,
-and a replica that starts (or gains partitions) with a full minute's budget would spend
-it in one burst and draw 429s. A call needs one request and its estimated tokens
-(prompt tokens + ``max_tokens``); ``settle`` corrects the token bucket with what the
-provider reports once the call is done. A call larger than the whole bucket is let
-through when the bucket is full and leaves it in debt, so it neither waits forever nor
-raises the long-run rate.
+It starts empty and fills only from the replica's first call on: a new replica (a
+restart, a scale-out) cannot know what the account spent in the minute before it, and
+a bucket that started full let the benchmark's fresh worker make 694 calls in its first
+minute under a limit of 600. So that the first call need not wait, it is let through at
+once and leaves the bucket in debt by its size, which the refill pays back before
+anything else is granted: a replica's first minute holds at most its share. Its capacity (the burst a replica idle for a while may spend at
+once) is ``burst_s`` seconds of that share, 10 s by default rather than a whole minute:
+providers that enforce a per-minute limit over shorter slices answer a minute's budget
+spent in one burst with 429s. A minute that starts with such a burst holds up to
+``(60 + burst_s) / 60`` of the share; lower ``burst_s`` where a provider is strict. A call
+needs one request and its estimated tokens (prompt tokens + ``max_tokens``); ``settle``
+corrects the token bucket with what the provider reports once the call is done. A call
+larger than the whole bucket is let through when the bucket is full and leaves it in
+debt, so it neither waits forever nor raises the long-run rate.
 
-``acquire`` is fair (first come, first served: a small request never overtakes a large
-one that is waiting, so large ones cannot starve) and cancellation-safe (a waiter takes
-capacity only at the instant it is granted, so a cancelled waiter takes nothing and the
-next in line moves up). ``pause_for`` is a 429's Retry-After: it blocks every acquirer
-of the deployment, queued or new. ``waiting`` and ``would_wait_s`` let the worker pause
-its Kafka partitions instead of buffering requests without bound.
+``try_acquire`` takes a call's budget at once when there is room and nobody waits
+(the common case, without a task or a turn of the event loop); ``acquire`` waits for it
+and is fair (first come, first served: a small request never overtakes a large one that
+is waiting, so large ones cannot starve) and cancellation-safe (a waiter takes capacity
+only at the instant it is granted, so a cancelled waiter takes nothing and the next in
+line moves up). ``pause_for`` is a 429's Retry-After: it blocks every acquirer of the
+deployment, queued or new. ``waiting`` and ``would_wait_s`` let the worker pause its
+Kafka partitions instead of buffering requests without bound.
 
 Pure logic with an injectable clock and sleep, so tests run in virtual time.
 """
@@ -53,7 +67,9 @@ class RateLimitConfig(Section):
 
 
 class _Bucket:
-    """One smoothly refilling token bucket; ``per_minute=None`` never limits."""
+    """One smoothly refilling token bucket; ``per_minute=None`` never limits. It starts
+    empty and refills only once something was taken; the first take is let through at
+    once, into debt (see the module's docstring)."""
 
     def __init__(self, per_minute: int | None, burst_s: float, now: float) -> None:
         self.limited = per_minute is not None
@@ -62,7 +78,8 @@ class _Bucket:
         self._at = now
         self.rate = self._per_minute / 60
         self.capacity = self.rate * burst_s
-        self.level = self.capacity
+        self.level = 0.0
+        self._first = True  # nothing taken yet: the first take may go into debt
 
     def set_share(self, share: float, now: float) -> None:
         """Change rate and capacity at once; what is in the bucket is kept up to the new
@@ -78,6 +95,8 @@ class _Bucket:
             return 0.0
         if self.rate == 0:  # this replica owns no partition: nothing is granted
             return math.inf
+        if self._first and ahead == 0:
+            return 0.0
         self._refill(now)
         need = ahead + min(amount, self.capacity)
         deficit = need - self.level
@@ -88,8 +107,12 @@ class _Bucket:
         if self.limited:
             self._refill(now)
             self.level = min(self.capacity, self.level + amount)
+            self._first = self._first and amount >= 0
 
     def _refill(self, now: float) -> None:
+        if self._first:  # nothing taken yet: stays empty
+            self._at = now
+            return
         self.level = min(self.capacity, self.level + (now - self._at) * self.rate)
         self._at = now
 
@@ -145,11 +168,19 @@ class RateLimiter:
         return max(0.0, self._paused_until - self._clock())
 
     # -- the calls -------------------------------------------------------------------------------
+    def try_acquire(self, tokens: int) -> bool:
+        """Take one request and ``tokens`` now if both limits allow it and nobody waits
+        (never overtaking a waiter); ``False`` takes nothing. Synchronous, so a caller
+        with room needs no task and no timeout to get it."""
+        _check_count("tokens", tokens)
+        if self._queue or self._wait_s(tokens) > 0:
+            return False
+        self._take(tokens)
+        return True
+
     async def acquire(self, tokens: int) -> None:
         """Wait, in arrival order, until one request and ``tokens`` fit both limits, then take them."""
-        _check_count("tokens", tokens)
-        if not self._queue and self._wait_s(tokens) <= 0:
-            self._take(tokens)
+        if self.try_acquire(tokens):
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(turn)

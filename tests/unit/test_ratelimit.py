@@ -77,8 +77,19 @@ def vt() -> VirtualTime:
     return VirtualTime()
 
 
-def limiter(vt: VirtualTime, **config: float | None) -> RateLimiter:
+def new_limiter(vt: VirtualTime, **config: float | None) -> RateLimiter:
+    """A limiter as a new replica builds it: empty buckets."""
     return RateLimiter(RateLimitConfig(**config), clock=vt.clock, sleep=vt.sleep)  # type: ignore[arg-type]
+
+
+def limiter(vt: VirtualTime, **config: float | None) -> RateLimiter:
+    """A limiter that served a call and then stood idle long enough to fill its buckets
+    (ten minutes before t = 0): most tests start from a full bucket."""
+    vt.now = -10 * MINUTE
+    rl = new_limiter(vt, **config)
+    assert rl.try_acquire(1)
+    vt.now = 0.0
+    return rl
 
 
 class Grants:
@@ -122,6 +133,97 @@ async def test_an_available_grant_does_not_yield_to_the_event_loop(vt: VirtualTi
     coroutine = rl.acquire(100)
     with pytest.raises(StopIteration):
         coroutine.send(None)  # finished on the first step: no await was needed
+
+
+# -- try_acquire: the synchronous fast path ---------------------------------------------------------
+async def test_try_acquire_takes_the_budget_when_there_is_room(vt: VirtualTime) -> None:
+    rl = limiter(vt, rpm=60, tpm=6_000, burst_s=10)  # full: 10 requests, 1000 tokens
+    assert rl.try_acquire(400)
+    assert rl.try_acquire(600)
+    assert not rl.try_acquire(1)  # the tokens are spent: nothing taken
+    assert rl.would_wait_s(1) == pytest.approx(0.01)  # 1 token at 100/s: the failed try took nothing
+    await vt.advance(0.01)
+    assert rl.try_acquire(1)
+
+
+async def test_try_acquire_never_overtakes_a_waiter(vt: VirtualTime) -> None:
+    rl = limiter(vt, tpm=6_000, burst_s=10)
+    await rl.acquire(1_000)
+    grants = Grants(vt, rl)
+    await grants.start("waiter", 500)
+    await vt.advance(5.0)  # room for the waiter, which is granted first
+    assert grants.granted == {"waiter"}
+    await grants.start("second", 500)
+    await vt.advance(1.0)  # 100 tokens back: the second waits for 400 more
+    assert not rl.try_acquire(1)  # someone waits: the fast path stands back even for 1 token
+    await vt.run(list(grants.tasks.values()))
+    assert grants.order == ["waiter", "second"]
+
+
+async def test_try_acquire_respects_a_pause_and_a_zero_share(vt: VirtualTime) -> None:
+    rl = limiter(vt, rpm=600)
+    rl.pause_for(2.0)
+    assert not rl.try_acquire(0)
+    await vt.advance(2.0)
+    assert rl.try_acquire(0)
+    rl.set_share(0, 3)
+    assert not rl.try_acquire(0)
+    assert new_limiter(vt).try_acquire(10**9)  # unlimited
+
+
+# -- a new replica: empty buckets, the first call at once ------------------------------------------
+async def test_a_new_replica_makes_its_first_call_at_once_and_has_no_burst(vt: VirtualTime) -> None:
+    rl = new_limiter(vt, rpm=600, burst_s=10)  # 10/s; a full bucket would hold 100
+    await vt.advance(30.0)  # standing idle before its first call earns nothing
+    assert rl.try_acquire(0)  # the first call goes at once, into debt by one request
+    assert not rl.try_acquire(0)
+    assert rl.would_wait_s() == pytest.approx(0.2)  # the debt, then its own request, at 10/s
+    await vt.advance(0.2)
+    assert rl.try_acquire(0)
+
+
+async def test_a_first_call_larger_than_the_bucket_goes_at_once_and_is_paid_back(vt: VirtualTime) -> None:
+    rl = new_limiter(vt, tpm=6_000, burst_s=10)  # 100 tokens/s, 1000 at most
+    assert rl.try_acquire(3_000)
+    grants = Grants(vt, rl)
+    await grants.start("next", 100)
+    await vt.run(list(grants.tasks.values()))
+    assert grants.at["next"] == pytest.approx(31.0)  # 3000 of debt + its own 100
+
+
+@pytest.mark.parametrize("burst_s", [1.0, 10.0, 60.0])
+async def test_the_first_minute_of_a_new_replica_holds_no_more_than_its_share(vt: VirtualTime, burst_s: float) -> None:
+    """A backlog waits when the replica starts (the benchmark's 429 storm): its first
+    minute, counted from its first call, holds at most its share of rpm and of tpm."""
+    rl = new_limiter(vt, rpm=600, tpm=60_000, burst_s=burst_s)
+    rl.set_share(2, 3)  # 400 requests and 40,000 tokens a minute
+    grants: list[tuple[float, int]] = []
+
+    async def client(tokens: int) -> None:
+        await rl.acquire(tokens)
+        grants.append((vt.now, tokens))
+
+    tasks = [asyncio.ensure_future(client(50 + 40 * (i % 5))) for i in range(600)]
+    await settle()
+    await vt.advance(2 * MINUTE)
+    for task in tasks:
+        task.cancel()
+    first_minute = [n for at, n in grants if at < MINUTE]
+    assert grants[0][0] == 0.0
+    assert len(first_minute) <= 400
+    assert sum(first_minute) <= 40_000
+    assert sum(first_minute) >= 39_000  # and the limiter does not starve it either (tokens bind here)
+
+
+async def test_a_new_replica_under_rpm_alone_makes_its_share_in_its_first_minute(vt: VirtualTime) -> None:
+    rl = new_limiter(vt, rpm=600, burst_s=10)
+    grants = Grants(vt, rl)
+    for i in range(700):
+        await grants.start(f"r{i}")
+    await vt.advance(MINUTE - 1e-6)
+    assert len(grants.granted) == 599  # the first at once, its debt paid at 0.1 s, then 10 a second from 0.2 s
+    for task in grants.tasks.values():
+        task.cancel()
 
 
 # -- rpm and tpm -----------------------------------------------------------------------------------

@@ -90,9 +90,9 @@ async def test_a_batch_takes_one_request_of_the_rate_limit():
             super().__init__()
             self.acquired: list[int] = []
 
-        async def acquire(self, tokens: int) -> None:
+        def _take(self, tokens: int) -> None:  # every grant, by try_acquire or acquire, takes here
             self.acquired.append(tokens)
-            await super().acquire(tokens)
+            super()._take(tokens)
 
     script = Script(embeddings_reply, yields=True)
     deployment = deployment_for(script)

@@ -101,10 +101,22 @@ async def test_a_request_that_cannot_wait_for_the_rate_limit_moves_on():
     script = Script(ok())
     deployment = make_deployment(script)
     deployment.limiter = RateLimiter(RateLimitConfig(rpm=1, burst_s=1))
-    await run(make_slip(make_request(id="first")), deployment)  # takes the only request in the bucket
+    await run(make_slip(make_request(id="first")), deployment)  # a new replica's first call goes at once, into debt
     outcome = await run(make_slip(make_request(id="second", deadline=future(5))), deployment)
     assert script.calls == 1
     assert on_topic(outcome.messages, "tt.model.b"), "one request a minute: the second cannot wait 60 s within its 5 s deadline"
+
+
+async def test_a_request_with_room_in_the_rate_limit_takes_it_without_queueing():
+    class NoQueue(RateLimiter):
+        async def acquire(self, tokens: int) -> None:
+            raise AssertionError("queued although the limiter had room")
+
+    script = Script(ok())
+    deployment = make_deployment(script)
+    deployment.limiter = NoQueue(RateLimitConfig(rpm=600, tpm=1_000_000))
+    outcome = await run(make_slip(make_request(id="first")), deployment)
+    assert script.calls == 1 and response_of(outcome).status == "ok"
 
 
 async def test_a_429_with_retry_after_pauses_the_whole_deployment():
