@@ -35,8 +35,8 @@ and is fair (first come, first served: a small request never overtakes a large o
 is waiting, so large ones cannot starve) and cancellation-safe (a waiter takes capacity
 only at the instant it is granted, so a cancelled waiter takes nothing and the next in
 line moves up). ``pause_for`` is a 429's Retry-After: it blocks every acquirer of the
-deployment, queued or new. ``waiting`` and ``would_wait_s`` let the worker pause its
-Kafka partitions instead of buffering requests without bound.
+deployment, queued or new. ``would_wait_s`` lets a request that cannot wait that long
+move on at once; ``waiting`` reports the queue.
 
 Pure logic with an injectable clock and sleep, so tests run in virtual time.
 """

@@ -1,9 +1,9 @@
 """A model worker: consume ``<prefix>.model.<id>`` continuously, serve, publish, commit.
 
 Requests are served concurrently as they arrive (up to the deployment's concurrency in
-the backend, up to ``max_in_flight`` held in the replica); when a replica is saturated
-it pauses its partitions instead of buffering without bound, and resumes below half of
-that. Requests finish out of order, so a partition's offset is committed only up to its
+the backend, up to ``max_in_flight`` held in the replica): a replica fetches no more
+records than it has room for, and one that stays saturated pauses its partitions
+instead of buffering without bound (``_poll``). Requests finish out of order, so a partition's offset is committed only up to its
 oldest request still in flight (``OffsetTracker``), and only after everything that
 request produced is acknowledged by the broker: a crash replays unfinished requests,
 and replayed ones this replica already answered are skipped (``AnsweredIds``).
@@ -96,6 +96,8 @@ class ModelWorker:
         self._failure: BaseException | None = None
         self._health_now = asyncio.Event()
         self._paused = False
+        self._chunk = min(settings.worker.batch_size, max(1, self.max_in_flight // 2))  # room worth a fetch
+        self._room_waiter: asyncio.Future[None] | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -114,8 +116,7 @@ class ModelWorker:
         reporter = asyncio.create_task(self._report_health(consumer, producer, deployment))
         try:
             while not self._stopping.is_set() and self._failure is None:
-                self._apply_backpressure(consumer, deployment)
-                batches = await consumer.getmany(timeout_ms=self.settings.worker.poll_timeout_ms, max_records=self.settings.worker.batch_size)
+                batches = await self._poll(consumer)
                 for records in batches.values():
                     for record in records:
                         self._start(record, deployment, producer)
@@ -143,6 +144,7 @@ class ModelWorker:
         self._tasks_of.setdefault(tp, set()).add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(self._tasks_of[tp].discard)
+        task.add_done_callback(self._wake_poll)
 
     async def finish_partitions(self, partitions: set[TopicPartition], timeout_s: float) -> None:
         """Let the requests of ``partitions`` finish (bounded), so that their new owner
@@ -188,18 +190,52 @@ class ModelWorker:
         return outcome
 
     # -- flow control -----------------------------------------------------------------------------
-    def saturated(self, deployment: Deployment) -> bool:
-        """Too much held already: requests queued for the rate limit count as held."""
-        return self.offsets.in_flight() >= self.max_in_flight or deployment.limiter.waiting >= self.max_in_flight
+    def room(self) -> int:
+        """Requests this replica may still take before it holds ``max_in_flight`` (those
+        queued for the rate limit or the concurrency slots are held too)."""
+        return self.max_in_flight - self.offsets.in_flight()
 
-    def _apply_backpressure(self, consumer: AIOKafkaConsumer, deployment: Deployment) -> None:
-        if not self._paused and self.saturated(deployment):
-            consumer.pause(*consumer.assignment())
-            self._paused = True
-            log.info("worker %s saturated (%d in flight): partitions paused", self.model_id, self.offsets.in_flight())
-        elif self._paused and self.offsets.in_flight() <= self.max_in_flight // 2 and deployment.limiter.waiting < self.max_in_flight // 2:
+    async def _poll(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """The next records to serve: no more than the replica has room for.
+
+        With room for a fetch's worth (``_chunk``), it takes up to that room. Saturated,
+        it waits up to a poll interval for requests to finish, leaving the records that
+        aiokafka prefetched where they are. Only a replica still saturated then pauses its
+        partitions and polls them (nothing comes back), so that it stays in its group (a
+        consumer that stops polling for ``max_poll_interval_ms`` is put out) and the
+        rebalance listener keeps new partitions paused too. Pausing at once, as the worker
+        did, threw the prefetched records away (aiokafka drops a paused partition's
+        buffer) and each resume fetched them again, a fetch that Tansu holds for
+        ``fetch_max_wait_ms``: four times a second at full speed in the benchmark.
+        """
+        worker = self.settings.worker
+        if self.room() < self._chunk and not await self._room_freed(worker.poll_timeout_ms / 1000):
+            if not self._paused:
+                consumer.pause(*consumer.assignment())
+                self._paused = True
+                log.info("worker %s saturated (%d in flight): partitions paused", self.model_id, self.offsets.in_flight())
+            return await consumer.getmany(timeout_ms=0)
+        if self._paused:
             consumer.resume(*consumer.assignment())
             self._paused = False
+        return await consumer.getmany(timeout_ms=worker.poll_timeout_ms, max_records=min(worker.batch_size, self.room()))
+
+    async def _room_freed(self, timeout_s: float) -> bool:
+        """Wait until there is room for a fetch's worth again; ``False`` after ``timeout_s``.
+        One future per wait, resolved by the request that frees the room (``_wake_poll``)."""
+        self._room_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._room_waiter, timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            self._room_waiter = None
+        return True
+
+    def _wake_poll(self, _: asyncio.Task[None]) -> None:
+        waiter = self._room_waiter
+        if waiter is not None and not waiter.done() and self.room() >= self._chunk:
+            waiter.set_result(None)
 
     async def commit(self, consumer: AIOKafkaConsumer) -> None:
         owned = consumer.assignment()
