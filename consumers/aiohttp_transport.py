@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import httpx
+from aiohttp.helpers import BasicAuth, get_env_proxy_for_url
+from yarl import URL
 
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     # most specific first: the first match wins
@@ -67,20 +69,43 @@ class _Body(httpx.AsyncByteStream):
         yield self._content
 
 
+class _Target(NamedTuple):
+    """Where a URL is sent: the URL as aiohttp takes it, and the proxy the environment names for it."""
+
+    url: URL
+    proxy: URL | None
+    proxy_auth: BasicAuth | None
+
+
+def _target(url: str) -> _Target:
+    parsed = URL(url, encoded=True)  # httpx has quoted it already
+    try:
+        proxy, auth = get_env_proxy_for_url(parsed)
+    except LookupError:
+        return _Target(parsed, None, None)
+    return _Target(parsed, proxy, auth)
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Send httpx requests through one aiohttp session of ``max_connections`` connections.
 
     The session is opened on the first request (aiohttp binds it to the running event
     loop) and closed by ``aclose``. TLS is verified with httpx's own context (certifi, or
     ``SSL_CERT_FILE``/``SSL_CERT_DIR``), so both transports trust the same authorities.
-    Redirects are not followed and bodies not decompressed, as httpx expects of a transport.
+    Proxies come from the environment (``HTTPS_PROXY``, ``NO_PROXY``, ...) as with httpx,
+    looked up once per URL (a backend posts to one or two): aiohttp's own ``trust_env``
+    would also read ``~/.netrc`` on every request. Redirects are not followed and bodies
+    not decompressed, as httpx expects of a transport.
     """
+
+    MAX_TARGETS = 1024  # distinct URLs remembered; beyond, the memory starts again
 
     def __init__(self, max_connections: int, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self._max_connections = max_connections
         self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[Any, Any, Any], aiohttp.ClientTimeout] = {}
+        self._targets: dict[str, _Target] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl or httpx.create_ssl_context())
@@ -96,16 +121,28 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             timeout = self._timeouts[key] = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1], connect=key[2])
         return timeout
 
+    def _target(self, url: httpx.URL) -> _Target:
+        text = str(url)
+        target = self._targets.get(text)
+        if target is None:
+            if len(self._targets) >= self.MAX_TARGETS:
+                self._targets.clear()
+            target = self._targets[text] = _target(text)
+        return target
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         try:
+            target = self._target(request.url)
             async with session.request(
                 request.method,
-                str(request.url),
+                target.url,
                 headers=request.headers.multi_items(),
                 data=await request.aread() or None,
                 allow_redirects=False,
                 timeout=self._timeout(request),
+                proxy=target.proxy,
+                proxy_auth=target.proxy_auth,
             ) as answer:
                 content = await answer.read()
                 status, headers, reason = answer.status, answer.raw_headers, answer.reason

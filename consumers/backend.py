@@ -3,9 +3,10 @@
 ``ChatBackend`` is what a worker calls. ``HttpChatBackend`` is the plumbing every wire
 format shares (a pooled httpx client, the error classification, key scrubbing, defensive
 reading of 200s), so the worker's retry policy never looks at HTTP details and each
-adapter only says where to POST, what to send and how to read the answer. The client
-sends through aiohttp's connection pool (``aiohttp_transport``: httpx's own pool cost
-most of a worker's CPU) unless a test injects its transport.
+adapter only says where to POST, what to send and how to read the answer. Requests go
+as httpx requests to an httpx transport: aiohttp's connection pool
+(``aiohttp_transport``: httpx's own pool cost most of a worker's CPU) unless a test
+injects another.
 ``OpenAIChatBackend`` is the OpenAI chat-completions format (OpenAI, Azure OpenAI, vLLM,
 Ollama, llama.cpp's server, TGI, Turnout's simulator); ``anthropic_backend`` and
 ``gemini_backend`` hold the other two. The request-translation helpers at the bottom
@@ -34,6 +35,13 @@ from turnout.schemas.models import ChatMessage, InferenceRequest
 from .aiohttp_transport import AiohttpTransport
 
 R = TypeVar("R")
+
+_DEFAULT_HEADERS = {
+    "Accept": "application/json",
+    "Accept-Encoding": "gzip, deflate",  # what httpx decodes without optional packages
+    "Content-Type": "application/json",
+    "User-Agent": f"turnout python-httpx/{httpx.__version__}",
+}
 
 
 @dataclass(frozen=True)
@@ -136,12 +144,13 @@ class HttpChatBackend:
         self.provider = provider or self.default_provider
         self._served_model = served_model
         self._secret = api_key.get_secret_value() if api_key else None
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers={**self.fixed_headers, **(self.auth_headers(self._secret) if self._secret else {})},
-            timeout=timeout_s,
-            transport=transport or AiohttpTransport(max_connections),
+        self._transport = transport or AiohttpTransport(max_connections)
+        self._base_url = base_url.rstrip("/")
+        self._headers = httpx.Headers(
+            {**_DEFAULT_HEADERS, **self.fixed_headers, **(self.auth_headers(self._secret) if self._secret else {})}
         )
+        self._timeout = httpx.Timeout(timeout_s).as_dict()
+        self._urls: dict[str, httpx.URL] = {}
 
     # -- what each wire format says -------------------------------------------------------
     def auth_headers(self, secret: str) -> dict[str, str]:
@@ -172,7 +181,7 @@ class HttpChatBackend:
 
     # -- shared ------------------------------------------------------------------------------
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def complete(self, request: InferenceRequest) -> Completion:
         answer, latency_ms = await self._exchange(self.endpoint(), self.body(request), lambda payload: self.read(payload, request), "completion")
@@ -198,7 +207,7 @@ class HttpChatBackend:
     async def _post(self, path: str, body: dict[str, Any], read: Callable[[Any], R], what: str) -> tuple[R, float]:
         started = time.perf_counter()
         try:
-            response = await self._http.post(path, json=body)
+            response = await self._send(path, body)
         except httpx.TimeoutException as exc:
             raise BackendError("timeout", f"backend timed out: {type(exc).__name__}", retryable=True) from exc
         except httpx.TransportError as exc:
@@ -216,6 +225,28 @@ class HttpChatBackend:
                 f"backend answered 200 with a body that is not a {self.default_provider} {what}: {exc!r}",
                 retryable=True,
             ) from exc
+
+    async def _send(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST ``body`` as JSON to ``path`` straight to the transport, and read the answer.
+
+        Not through an ``httpx.AsyncClient``: redirects, cookies, auth flows, event hooks
+        and merging every path into the base URL again are nothing a model API needs, and
+        cost nearly half of a call's CPU (``complete`` on a loopback server: 218 against 121 µs). The
+        request carries what the client would add: the timeouts, the default headers and
+        the JSON body as httpx encodes it.
+        """
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self._base_url + path)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        request = httpx.Request("POST", url, headers=self._headers, content=content, extensions={"timeout": self._timeout})
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        try:
+            await response.aread()  # decodes its Content-Encoding: an undecodable body raises httpx.DecodingError here
+        finally:
+            await response.aclose()
+        return response
 
     def _http_error(self, response: httpx.Response) -> BackendError:
         """429 waits and retries, 5xx (Anthropic's 529 overloaded included) retries, other 4xx never will."""

@@ -87,7 +87,7 @@ async def test_a_backend_without_an_injected_transport_sends_through_aiohttp():
     async with http_server(handler) as url:
         client = backend(url)
         try:
-            assert isinstance(client._http._transport, AiohttpTransport)
+            assert isinstance(client._transport, AiohttpTransport)
             completion = await client.complete(make_request())
             second = await client.complete(make_request(id="req-2"))  # the pooled connection is reused
         finally:
@@ -220,3 +220,35 @@ async def test_aclose_closes_the_session_and_a_later_request_opens_a_new_one():
         assert (await client.post(url + "/chat/completions", json={})).status_code == 200
         await client.aclose()
     assert transport._session is None
+
+
+async def test_a_proxy_named_in_the_environment_is_used(monkeypatch):
+    seen: list[tuple[str, str]] = []
+
+    async def proxy(request: web.Request) -> web.Response:  # a forward proxy gets the absolute URL
+        seen.append((request.host, request.path))
+        return web.json_response(completion_body(content="via proxy"))
+
+    async with http_server(proxy) as proxy_url:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy_url.removesuffix("/v1"))
+        client = backend("http://backend.test/v1")
+        try:
+            completion = await client.complete(make_request())
+        finally:
+            await client.aclose()
+    assert completion.content == "via proxy"
+    assert seen == [("backend.test", "/v1/chat/completions")]
+
+
+async def test_each_request_carries_the_backends_timeouts_to_the_transport():
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, json=completion_body())
+
+    client = backend("http://backend.test/v1", timeout_s=7.5, transport=httpx.MockTransport(handler))
+    await client.complete(make_request())
+    assert seen == [{"connect": 7.5, "read": 7.5, "write": 7.5, "pool": 7.5}]

@@ -135,9 +135,8 @@ async def test_existing_configs_without_api_keep_the_openai_adapter():
 async def test_timeout_and_concurrency_reach_the_http_client():
     backend = build(WIRES[1], timeout_s=12.5, concurrency=3)
     try:
-        client = backend._http  # httpx keeps these private; the values are what matters
-        assert client.timeout == httpx.Timeout(12.5)
-        assert client._transport._max_connections == 3  # the aiohttp pool's size (AiohttpTransport)
+        assert backend._timeout == httpx.Timeout(12.5).as_dict()  # what each request carries to the transport
+        assert backend._transport._max_connections == 3  # the aiohttp pool's size (AiohttpTransport)
     finally:
         await backend.aclose()
 
