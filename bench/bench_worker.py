@@ -1,4 +1,4 @@
-"""One model worker process against the simulated backend, beside direct httpx calls.
+"""One model worker process against the simulated backend, beside direct calls.
 
     python bench/bench_worker.py [--n 20000] [--concurrency 64] [--rate 50] [--storm-s 60] [--what-if] [--profile DIR]
 
@@ -13,19 +13,22 @@ wrapped in a routing slip whose plan is one step on the benchmarked model, creat
 and with a deadline a day ahead. Every process measured runs on its own.
 
 1. Throughput.
-   (a) direct: an ``httpx.AsyncClient`` built as the worker builds its own (one pool of
-       ``--concurrency`` connections) sends the bodies the worker would send
+   (a) direct: the worker's own HTTP path, built as the worker builds it
+       (``OpenAIChatBackend``: httpx requests over ``consumers/aiohttp_transport.py``, one
+       pool of ``--concurrency`` connections), sends the bodies the worker would send
        (``OpenAIChatBackend.body(request)``) to the simulator's ``/v1/chat/completions``,
        ``--concurrency`` calls at a time, and reads each JSON answer: calls/s
-       (``direct_per_s``). The same calls through aiohttp and httpx2 (when installed)
-       are printed beside it: how much of the ceiling is the server, how much the client.
+       (``direct_per_s``). The same calls through an ``httpx.AsyncClient`` with its own
+       pool (the worker's client until 2026-11-29), aiohttp alone and httpx2 (when
+       installed) are printed beside it: how much of the ceiling is the server, how
+       much the client.
    (b) Turnout: ``N`` slips wait on ``<prefix>.model.bench``, then ONE
        ``python -m turnout worker --model bench`` serves them (decode, breaker, rate
        limit, the call, the response and its events, produce, commit), timed by its
        responses' CreateTime, first to last (start-up and the group join excluded):
        ``per_s``, against the target of 1,500 requests/s per worker process. With
-       ``--what-if``, the same worker runs again on fresh slips with its HTTP client
-       swapped by ``bench/worker_probe.py`` (httpx over an aiohttp transport; httpx2).
+       ``--what-if``, the same worker runs again on fresh slips with its HTTP transport
+       swapped by ``bench/worker_probe.py`` for httpx's own pool (what it used before).
 
 2. Added latency per request, at a paced rate (``--rate``, 50/s: far below both maxima,
    so that requests seldom wait behind one another): the direct client calls at that
@@ -54,7 +57,7 @@ and with a deadline a day ahead. Every process measured runs on its own.
    seconds from the worker's first call, the simulator's own ``/health`` counters give
    ``achieved_rpm`` (calls the backend received per minute: what the limit is about),
    the busiest 10 s, and the rate over the second half of the window (the slope of the
-   call count, once the limiter's initial burst is spent); the responses topic gives
+   call count: the steady rate, after any burst a limiter allows at the start); the responses topic gives
    the answers per minute. ``limit_rpm`` is the configured ``rpm``.
 
 4. Where the time goes: a sample of the same slips served one at a time in this process
@@ -110,6 +113,7 @@ PREFIX = "bench"
 MODEL, STORM = "bench", "storm"
 SERVED = {MODEL: "sim-bench", STORM: "sim-storm"}
 TARGET_PER_S = 1_500
+PEER = "turnout"  # the direct client: the worker's own HTTP path (see _client)
 TARGET_OVERHEAD_MS = 2.0
 WARM_S = 1.0  # paced phase: the first second of calls on each side is a warm-up, not measured
 PROBE = Path(__file__).resolve().with_name("worker_probe.py")
@@ -255,9 +259,20 @@ async def direct_bodies(n: int, seed: int, served_model: str) -> list[dict[str, 
 
 def _client(kind: str, base_url: str, concurrency: int) -> tuple[Any, Any, Any]:
     """``(call, close)`` for one client library; ``call(body)`` posts and reads the JSON answer."""
+    if kind == "turnout":
+        from turnout.consumers.backend import OpenAIChatBackend
+
+        backend = OpenAIChatBackend(base_url, "unused", max_connections=concurrency)
+
+        async def call_turnout(body: dict[str, Any]) -> int:
+            response = await backend._send("/chat/completions", body)  # the HTTP leg of backend.complete, without building the body
+            response.json()
+            return response.status_code
+
+        return backend, call_turnout, backend.aclose
     if kind in ("httpx", "httpx2"):
         lib = httpx if kind == "httpx" else __import__("httpx2")
-        # as HttpChatBackend builds its client: one pool of `concurrency` connections
+        # as HttpChatBackend built its client until 2026-11-29: one pool of `concurrency` connections
         client = lib.AsyncClient(
             base_url=base_url, timeout=30.0, limits=lib.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         )
@@ -365,13 +380,13 @@ async def throughput(stack: Stack, args: argparse.Namespace, codec: Any) -> dict
 
     kafka, topics = stack.settings.kafka, stack.settings.topics
     base = {"url": stack.simulator_url, "seed": args.seed, "served_model": SERVED[MODEL], "concurrency": args.concurrency, "rate": 0, "warm": 200}
-    print(f"\n(a) direct: httpx.AsyncClient, {args.concurrency} calls at a time, its own process, the same bodies the worker sends")
-    direct = await run_direct({**base, "client": "httpx", "n": args.n}, stack.workdir, args.timeout)
+    print(f"\n(a) direct: the worker's HTTP path (httpx requests, aiohttp transport), {args.concurrency} calls at a time, its own process, the same bodies the worker sends")
+    direct = await run_direct({**base, "client": PEER, "n": args.n}, stack.workdir, args.timeout)
     print(f"  {direct['per_s']:,.0f} calls/s; per call p50 {direct['p50_ms']:.2f} ms, p99 {direct['p99_ms']:.2f} ms ({direct['calls']} calls, {direct['failures']} not 200)")
     references = []
     if not args.no_references:
         n_ref = min(args.n, 5_000)
-        for client in other_clients("aiohttp"):
+        for client in reference_clients():
             ref = await run_direct({**base, "client": client, "n": n_ref}, stack.workdir, args.timeout)
             references.append(ref)
             print(f"  reference, {client} client, {n_ref} calls: {ref['per_s']:,.0f} calls/s; p50 {ref['p50_ms']:.2f} ms, p99 {ref['p99_ms']:.2f} ms")
@@ -398,9 +413,19 @@ async def throughput(stack: Stack, args: argparse.Namespace, codec: Any) -> dict
     return {"direct": direct, "references": references, "per_s": per_s, "responses": len(records), "statuses": statuses}
 
 
-def other_clients(aiohttp: str) -> list[str]:
-    """The clients measured beside httpx: aiohttp (named ``aiohttp``), and httpx2 when installed."""
-    return [aiohttp] + (["httpx2"] if importlib.util.find_spec("httpx2") else [])
+def aiohttp_version() -> str:
+    import aiohttp
+
+    return aiohttp.__version__
+
+
+def reference_clients() -> list[str]:
+    """The clients measured beside the worker's: httpx with its own pool, aiohttp alone, and httpx2 when installed."""
+    return ["httpx", "aiohttp"] + (["httpx2"] if importlib.util.find_spec("httpx2") else [])
+
+
+WHAT_IF_CLIENTS = ("httpx",)
+"""The worker's HTTP transports ``--what-if`` tries (``worker_probe.py``): httpx's own pool."""
 
 
 async def what_if(stack: Stack, args: argparse.Namespace, codec: Any) -> dict[str, float]:
@@ -408,7 +433,7 @@ async def what_if(stack: Stack, args: argparse.Namespace, codec: Any) -> dict[st
     the same slips under new ids, each client's responses on a reply topic of its own."""
     kafka, topics = stack.settings.kafka, stack.settings.topics
     out: dict[str, float] = {}
-    for client in other_clients("aiohttp-transport"):
+    for client in WHAT_IF_CLIENTS:
         reply = f"{PREFIX}.whatif-{client}"
         admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap, client_id="bench-admin")
         await admin.start()
@@ -435,14 +460,14 @@ async def paced(stack: Stack, args: argparse.Namespace, codec: Any) -> dict[str,
     print(f"\n(c) added latency at {args.rate:g} requests/s (open loop, {args.paced_s:g}s measured after a {WARM_S:g}s warm-up on each side)")
     direct = await run_direct(
         {"url": stack.simulator_url, "seed": args.seed + 1, "served_model": SERVED[MODEL], "concurrency": args.concurrency,
-         "rate": args.rate, "warm": warm, "n": count, "client": "httpx"},
+         "rate": args.rate, "warm": warm, "n": count, "client": PEER},
         stack.workdir,
         args.timeout,
     )  # fmt: skip
-    print(f"  direct httpx: per call p50 {direct['p50_ms']:.3f} ms, p99 {direct['p99_ms']:.3f} ms ({direct['calls']} calls)")
-    result = await paced_worker(stack, args, codec, direct, "httpx")
+    print(f"  direct (the worker's HTTP path): per call p50 {direct['p50_ms']:.3f} ms, p99 {direct['p99_ms']:.3f} ms ({direct['calls']} calls)")
+    result = await paced_worker(stack, args, codec, direct, PEER)
     if args.what_if:
-        result["what_if"] = {client: await paced_worker(stack, args, codec, direct, client) for client in other_clients("aiohttp-transport")}
+        result["what_if"] = {client: await paced_worker(stack, args, codec, direct, client) for client in WHAT_IF_CLIENTS}
     return result
 
 
@@ -455,7 +480,7 @@ async def paced_worker(stack: Stack, args: argparse.Namespace, codec: Any, direc
 
     kafka, topics = stack.settings.kafka, stack.settings.topics
     warm, count = int(args.rate * WARM_S), int(args.rate * args.paced_s)
-    tag = "" if client == "httpx" else f"{client}-"  # ids of their own: every run's answers share the responses topic
+    tag = "" if client == PEER else f"{client}-"  # ids of their own: every run's answers share the responses topic
     requests = fresh_requests(warm + count, args.seed + 1)
     requests = [r.model_copy(update={"id": f"{tag}{'warm' if i < warm else 'paced'}-{i:07d}"}) for i, r in enumerate(requests)]
     items = encode_slips(codec, requests, MODEL)
@@ -662,7 +687,10 @@ def _peak_rpm(samples: list[tuple[float, float, int, int]], width_s: float) -> f
 PROFILE_GROUPS = (
     ("Avro decode + pydantic validation of the slip", ("AvroCodec.decode (",)),
     ("Avro encode of the response and events", ("AvroCodec.encode (",)),
-    ("HTTP client: httpx (pool, h11, anyio streams) or the what-if's", ("httpx/", "httpcore/", "h11/", "anyio/", "sniffio/", "httpx2/", "httpcore2/", "aiohttp/", "yarl/", "multidict/")),
+    (
+        "HTTP client: httpx models, aiohttp transport (pool, parser); httpx's pool in the what-if",
+        ("httpx/", "httpcore/", "h11/", "anyio/", "sniffio/", "httpx2/", "httpcore2/", "aiohttp/", "yarl/", "multidict/", "consumers/aiohttp_transport.py"),
+    ),
     ("backend adapter: body, JSON answer", ("consumers/backend.py",)),
     ("aiokafka producer (send, batches, lz4)", ("aiokafka/producer/",)),
     ("aiokafka consumer (fetch, records, commit)", ("aiokafka/consumer/",)),
@@ -699,7 +727,7 @@ async def breakdown(stack: Stack, items: list[tuple[bytes, bytes]], codec: Any) 
     backend.complete = timed_complete  # type: ignore[method-assign]
     producer = bench_producer(stack.bootstrap, settings.kafka.compression_type, linger_ms=5)
     await producer.start()
-    stages = dict.fromkeys(("decode slip (Avro + pydantic)", "backend.complete (body, httpx post, JSON answer)", "serve() around the call", "encode response + events", "producer.send x3 (append)"), 0.0)
+    stages = dict.fromkeys(("decode slip (Avro + pydantic)", "backend.complete (body, HTTP post, JSON answer)", "serve() around the call", "encode response + events", "producer.send x3 (append)"), 0.0)
     rng = random.Random(1)
     clock = time.perf_counter
     try:
@@ -719,7 +747,7 @@ async def breakdown(stack: Stack, items: list[tuple[bytes, bytes]], codec: Any) 
                 pending.append(await producer.send(BREAKDOWN_TOPIC, data, key=k))  # not the real topics: nothing reads these
             t4 = clock()
             stages["decode slip (Avro + pydantic)"] += t1 - t0
-            stages["backend.complete (body, httpx post, JSON answer)"] += call_s - before
+            stages["backend.complete (body, HTTP post, JSON answer)"] += call_s - before
             stages["serve() around the call"] += (t2 - t1) - (call_s - before)
             stages["encode response + events"] += t3 - t2
             stages["producer.send x3 (append)"] += t4 - t3
@@ -767,7 +795,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         deployment = settings.fleet[MODEL]
         print(
             f"bench-worker: Turnout {revision()}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
-            f"Tansu on {broker.bootstrap_servers}, simulator on :{port}, httpx {httpx.__version__}"
+            f"Tansu on {broker.bootstrap_servers}, simulator on :{port}, httpx {httpx.__version__}, aiohttp {aiohttp_version()}"
         )
         print(
             f"  worker: concurrency {deployment.concurrency}, batch_size {worker.batch_size}, max_in_flight {worker.max_in_flight or 4 * deployment.concurrency}, "
@@ -796,7 +824,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             lines = [f"(in-process breakdown unavailable: {type(exc).__name__}: {exc})"]
         if args.profile:
             for path in sorted(args.profile.glob("worker*-pyspy.txt")):
-                client = path.name.removeprefix("worker").removesuffix("-pyspy.txt").strip("-") or "httpx"
+                client = path.name.removeprefix("worker").removesuffix("-pyspy.txt").strip("-") or PEER
                 lines += summarize_pyspy(path, PROFILE_GROUPS, f"the worker ({client}) while it served at full speed", innermost=False, top=12)
         print("  " + "\n  ".join(lines))
         if high is None or latency is None:
@@ -817,7 +845,7 @@ def report(args: argparse.Namespace, high: dict[str, Any], latency: dict[str, An
         print(f"{label:<52} {turnout:>10} {peer:>13} {target:>10}  {mark}")
 
     print()
-    row("", "Turnout", "direct httpx", "target")
+    row("", "Turnout", "direct", "target")
     row(f"requests/s, one process, concurrency {args.concurrency}", f"{per_s:,.0f}", f"{direct['per_s']:,.0f}", ">= 1,500", per_s_met)
     for client, rate in high.get("what_if", {}).items():
         row(f"  what-if: worker with {client}", f"{rate:,.0f}")
@@ -834,7 +862,7 @@ def report(args: argparse.Namespace, high: dict[str, Any], latency: dict[str, An
         row("429 storm: calls/min, second half of the window", f"{storm_result['second_half_rpm']:,.0f}")
         row("429 storm: answers ok/min", f"{storm_result['ok_rpm']:,.0f}")
     print(
-        f"worker at {per_s / direct['per_s']:.0%} of direct httpx calls (target >= {TARGET_PER_S:,}/s: {'met' if per_s_met else 'NOT met'}); "
+        f"worker at {per_s / direct['per_s']:.0%} of direct calls on its HTTP path (target >= {TARGET_PER_S:,}/s: {'met' if per_s_met else 'NOT met'}); "
         f"{overhead:.2f} ms added per request at the median (target < 2 ms: {'met' if overhead_met else 'NOT met'})"
     )
     bench: dict[str, Any] = {
@@ -893,8 +921,8 @@ def main() -> None:
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of those 429s, seconds")
     parser.add_argument("--sample", type=int, default=1_000, help="slips for the in-process breakdown")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds per phase")
-    parser.add_argument("--no-references", action="store_true", help="skip the aiohttp/httpx2 reference clients")
-    parser.add_argument("--what-if", action="store_true", help="also run the throughput phase with the worker's HTTP client swapped (aiohttp transport, httpx2)")
+    parser.add_argument("--no-references", action="store_true", help="skip the httpx/aiohttp/httpx2 reference clients")
+    parser.add_argument("--what-if", action="store_true", help="also run the throughput and latency phases with the worker's HTTP transport swapped for httpx's own pool")
     parser.add_argument("--phases", default="throughput,latency,storm", help="comma-separated subset of throughput,latency,storm (for a partial run: no report)")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the throughput worker; write the profile here")
     args = parser.parse_args()

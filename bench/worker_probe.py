@@ -17,11 +17,10 @@ call_returned, response_appended]}`` (``perf_counter`` seconds but the wall cloc
 where a stage did not happen), which ``bench_worker.py`` waits for. Stop it with SIGTERM
 like any worker.
 
-``"client"`` in the spec runs a what-if: ``httpx2`` makes the backend adapters build their
-clients from httpx2 (the pydantic fork of httpx, whose connection pool no longer scans
-every connection for every request) instead of httpx; ``aiohttp-transport`` keeps httpx's
-API and hands the bytes to aiohttp through httpx's transport seam (``AiohttpTransport``).
-Nothing else changes.
+``"client"`` in the spec runs a what-if: ``httpx`` makes the backend adapters send
+through httpx's own connection pool (``httpx.AsyncHTTPTransport``, what they used until
+2026-11-29) instead of Turnout's aiohttp transport; ``turnout`` (the default) changes
+nothing.
 """
 
 from __future__ import annotations
@@ -37,63 +36,28 @@ from typing import Any
 import httpx
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An ``httpx.AsyncBaseTransport`` that sends through one aiohttp session (a what-if:
-    httpx's API, aiohttp's connection pool and HTTP/1.1 parser)."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._session: Any = None
-
-    async def handle_async_request(self, request: Any) -> Any:
-        import aiohttp
-
-        if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self._limit), auto_decompress=False)
-        timeout = request.extensions.get("timeout", {})
-        async with self._session.request(
-            request.method,
-            str(request.url),
-            headers=list(request.headers.multi_items()),
-            data=await request.aread(),
-            timeout=aiohttp.ClientTimeout(total=None, connect=timeout.get("connect"), sock_read=timeout.get("read")),
-        ) as response:
-            content = await response.read()
-        return httpx.Response(response.status, headers=list(response.raw_headers), content=content)
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
 def use_client(client: str) -> None:
-    """Swap the HTTP client the backend adapters use (see the module's docstring)."""
-    if client == "httpx":
+    """Swap the HTTP transport the backend adapters use (see the module's docstring)."""
+    if client == "turnout":
         return
+    if client != "httpx":
+        raise SystemExit(f"unknown client {client!r}: turnout or httpx")
     import turnout.consumers.worker as worker_module
 
-    if client == "httpx2":
-        import httpx2
+    make_backend = worker_module.make_backend
 
-        import turnout.consumers.backend as backend_module
+    def with_httpx_pool(model_id: str, deployment: Any, base_url: str, **kwargs: Any) -> Any:
+        pool = httpx.Limits(max_connections=deployment.concurrency, max_keepalive_connections=deployment.concurrency)
+        return make_backend(model_id, deployment, base_url, transport=httpx.AsyncHTTPTransport(limits=pool), **kwargs)
 
-        backend_module.httpx = httpx2  # type: ignore[attr-defined]
-    elif client == "aiohttp-transport":
-        make_backend = worker_module.make_backend
-
-        def with_aiohttp(model_id: str, deployment: Any, base_url: str, **kwargs: Any) -> Any:
-            return make_backend(model_id, deployment, base_url, transport=AiohttpTransport(deployment.concurrency), **kwargs)
-
-        worker_module.make_backend = with_aiohttp  # type: ignore[assignment]
-    else:
-        raise SystemExit(f"unknown client {client!r}: httpx, httpx2 or aiohttp-transport")
+    worker_module.make_backend = with_httpx_pool  # type: ignore[assignment]
 
 
 def main(spec: dict[str, Any]) -> None:
     import turnout.consumers.worker as worker_module
     from turnout.schemas.settings import load_settings
 
-    use_client(spec.get("client", "httpx"))
+    use_client(spec.get("client", "turnout"))
     if "stamps" not in spec:  # a what-if alone: no clocks
         run(load_settings(), spec["model"])
         return
