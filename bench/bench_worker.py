@@ -716,11 +716,11 @@ async def breakdown(stack: Stack, items: list[tuple[bytes, bytes]], codec: Any) 
     call_s = 0.0
     complete = backend.complete
 
-    async def timed_complete(request: Any) -> Any:
+    async def timed_complete(request: Any, **options: Any) -> Any:
         nonlocal call_s
         t = time.perf_counter()
         try:
-            return await complete(request)
+            return await complete(request, **options)
         finally:
             call_s += time.perf_counter() - t
 

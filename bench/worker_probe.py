@@ -111,10 +111,10 @@ def main(spec: dict[str, Any]) -> None:
         backend = make_backend(*args, **kwargs)
         complete = backend.complete
 
-        async def timed(request: Any) -> Any:
+        async def timed(request: Any, **options: Any) -> Any:  # options: whatever complete() takes (logprobs=...)
             entered = time.perf_counter()
             try:
-                return await complete(request)
+                return await complete(request, **options)
             finally:
                 called[request.id] = (entered, time.perf_counter())
 
