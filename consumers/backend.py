@@ -33,6 +33,7 @@ from pydantic import SecretStr
 from turnout.schemas.models import ChatMessage, InferenceRequest
 
 from .aiohttp_transport import AiohttpTransport
+from .confidence import from_openai_choice
 
 R = TypeVar("R")
 
@@ -46,11 +47,16 @@ _DEFAULT_HEADERS = {
 
 @dataclass(frozen=True)
 class Completion:
+    """One answer. ``confidence`` (the geometric mean of its token probabilities, see
+    ``confidence``) is set only when the call asked for log-probabilities and the
+    provider returned them."""
+
     content: str
     finish_reason: str
     input_tokens: int
     output_tokens: int
     latency_ms: float
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ class BackendError(Exception):
 class ChatBackend(Protocol):
     provider: str
 
-    async def complete(self, request: InferenceRequest) -> Completion: ...
+    async def complete(self, request: InferenceRequest, *, logprobs: bool = False) -> Completion: ...
 
     async def embed(self, texts: list[str]) -> EmbeddingResult: ...
 
@@ -104,6 +110,7 @@ class Answer(NamedTuple):
     finish_reason: str
     input_tokens: int
     output_tokens: int
+    confidence: float | None = None
 
 
 class HttpOptions(TypedDict, total=False):
@@ -165,6 +172,10 @@ class HttpChatBackend:
     def read(self, payload: Any, request: InferenceRequest) -> Answer:
         raise NotImplementedError
 
+    def ask_logprobs(self, body: dict[str, Any]) -> None:
+        """Make ``body`` ask for the answer's token log-probabilities; a format that has
+        none (Anthropic's) leaves it alone, and its answers carry no confidence."""
+
     def embedding_endpoint(self) -> str:
         """Where a batch of texts is embedded; a format without such an endpoint refuses."""
         raise invalid_request(f"embeddings are not supported by the {self.default_provider} API")
@@ -183,9 +194,16 @@ class HttpChatBackend:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    async def complete(self, request: InferenceRequest) -> Completion:
-        answer, latency_ms = await self._exchange(self.endpoint(), self.body(request), lambda payload: self.read(payload, request), "completion")
-        return Completion(*answer, latency_ms=latency_ms)
+    async def complete(self, request: InferenceRequest, *, logprobs: bool = False) -> Completion:
+        """One chat call. ``logprobs`` asks the provider for the tokens' log-probabilities
+        (a cascade that escalates on ``low_confidence`` needs them; nobody else pays the
+        larger answer), where the format has them."""
+        body = self.body(request)
+        if logprobs:
+            self.ask_logprobs(body)
+        answer, latency_ms = await self._exchange(self.endpoint(), body, lambda payload: self.read(payload, request), "completion")
+        content, finish_reason, input_tokens, output_tokens, confidence = answer
+        return Completion(content, finish_reason, input_tokens, output_tokens, latency_ms, confidence)
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         """All of ``texts`` in one call; the vectors come back in their order."""
@@ -285,6 +303,9 @@ class OpenAIChatBackend(HttpChatBackend):
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": "response", "schema": schema, "strict": True}}
         return body
 
+    def ask_logprobs(self, body: dict[str, Any]) -> None:
+        body["logprobs"] = True
+
     def read(self, payload: Any, request: InferenceRequest) -> Answer:
         choice = payload["choices"][0]
         message, usage = choice["message"], payload.get("usage") or {}
@@ -293,6 +314,7 @@ class OpenAIChatBackend(HttpChatBackend):
             finish_reason=choice.get("finish_reason") or "stop",
             input_tokens=count(usage.get("prompt_tokens")),
             output_tokens=count(usage.get("completion_tokens")),
+            confidence=from_openai_choice(choice),
         )
 
     def embedding_endpoint(self) -> str:

@@ -38,6 +38,7 @@ from .backend import (
     text,
     turns,
 )
+from .confidence import from_gemini_candidate
 
 # Reasons Google stops a candidate for what it says rather than how long it is.
 _FILTERED = frozenset(
@@ -114,7 +115,12 @@ class GeminiBackend(HttpChatBackend):
         candidate = candidates[0]
         parts = (candidate.get("content") or {}).get("parts") or []
         answer = "".join(text(p.get("text")) for p in parts if not p.get("thought"))
-        return Answer(answer, _finish_reason(candidate.get("finishReason") or "STOP", parts), input_tokens, output_tokens)
+        finish_reason = _finish_reason(candidate.get("finishReason") or "STOP", parts)
+        return Answer(answer, finish_reason, input_tokens, output_tokens, from_gemini_candidate(candidate))
+
+    def ask_logprobs(self, body: dict[str, Any]) -> None:
+        """``responseLogprobs``: the candidate then carries ``avgLogprobs``."""
+        body.setdefault("generationConfig", {})["responseLogprobs"] = True
 
     def retry_after(self, response: httpx.Response) -> float | None:
         """Google puts the wait in the error body (``RetryInfo.retryDelay``, e.g. ``"17s"``), not in a header."""

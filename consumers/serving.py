@@ -14,7 +14,9 @@ In order, for one slip:
    request and token budget from the rate limiter (a wait longer than the request can
    afford moves it on); transient errors are retried with jittered exponential
    backoff, and a 429's Retry-After pauses the whole deployment;
-4. an answer cut off by ``max_tokens`` escalates when the plan says so;
+4. an answer cut off by ``max_tokens``, or one the model was unsure of (its token
+   probabilities below the plan's ``min_confidence``; asked for only when the plan
+   escalates on ``low_confidence``), escalates when the plan says so;
 5. with a ``response_schema``: valid answers pass, near-JSON is repaired, otherwise
    one re-ask with the validation errors, then escalation, then a ``invalid_output``
    error that lists the errors.
@@ -123,8 +125,8 @@ async def serve(slip: RoutedRequest, deployment: Deployment, topics: Topics, set
 
 
 def _completion_try(slip: RoutedRequest, request: InferenceRequest, deployment: Deployment) -> Try[Completion]:
-    tokens = _token_estimate(slip, request, deployment.config)
-    return lambda budget_s: guarded(deployment, tokens, budget_s, lambda: deployment.backend.complete(request))
+    tokens, logprobs = _token_estimate(slip, request, deployment.config), slip.min_confidence is not None
+    return lambda budget_s: guarded(deployment, tokens, budget_s, lambda: deployment.backend.complete(request, logprobs=logprobs))
 
 
 def _embedding_try(slip: RoutedRequest, deployment: Deployment) -> Try[EmbeddingResult]:
@@ -191,6 +193,10 @@ async def _answer(
     assert completion is not None
     if completion.finish_reason == "length":  # cut off: the plan may say to escalate (the cascade)
         forwarded = _escalate(outcome, slip, topics, "truncated")
+        if forwarded is not None:
+            return forwarded
+    if _unsure(completion, slip):  # the cascade's other trigger: the model doubted its answer
+        forwarded = _escalate(outcome, slip, topics, "low_confidence")
         if forwarded is not None:
             return forwarded
     content, validation, cost = completion.content, "", deployment.config.cost_usd(completion.input_tokens, completion.output_tokens)
@@ -305,6 +311,14 @@ def _failed_attempt(deployment: Deployment, started_at: datetime, latency_ms: fl
         status="error",
         error=ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable, details=_status(exc)),
     )
+
+
+def _unsure(completion: Completion, slip: RoutedRequest) -> bool:
+    """Below the plan's confidence threshold. An answer without a confidence (a provider
+    without log-probabilities) is not judged: doubting every such answer would escalate
+    all of them, which is the expensive model with extra steps."""
+    threshold = slip.min_confidence
+    return threshold is not None and completion.confidence is not None and completion.confidence < threshold
 
 
 def _escalate(outcome: Outcome, slip: RoutedRequest, topics: Topics, trigger: str) -> Outcome | None:

@@ -165,8 +165,11 @@ class RoutedRequest(AvroRecord):
         return step.min_confidence if step is not None else None
 
     def escalation_for(self, trigger: str) -> PlanStep | None:
-        """The escalation step taken when ``trigger`` happens on the current step."""
-        return next((s for s in self.plan[self.step + 1 :] if s.role == "escalation" and trigger in s.when), None)
+        """The escalation step taken when ``trigger`` happens on the current step. The
+        target may also be one of the fallbacks; an answer it gave itself (as a fallback)
+        is not escalated to it again."""
+        current = self.plan[self.step].model
+        return next((s for s in self.plan[self.step + 1 :] if s.role == "escalation" and trigger in s.when and s.model != current), None)
 
 
 class Usage(AvroRecord):

@@ -289,11 +289,11 @@ def _fallbacks(route: Route | None, ranked: list[str], primary: str) -> list[str
 def _escalation(route: Route | None, ranked: list[str], plan: list[PlanStep], fleet: Mapping[str, ModelDeployment]) -> str | None:
     if route is None or route.escalate_to is None:
         return None
-    used = {s.model for s in plan}
+    primary = plan[0].model  # the target may also be a fallback: a cascade's capable model usually is
     if route.escalate_to != "auto":
-        return route.escalate_to if route.escalate_to in ranked and route.escalate_to not in used else None
-    floor = fleet[plan[0].model].quality_tier
-    better = [m for m in ranked if fleet[m].quality_tier > floor and m not in used]
+        return route.escalate_to if route.escalate_to in ranked and route.escalate_to != primary else None
+    floor = fleet[primary].quality_tier
+    better = [m for m in ranked if fleet[m].quality_tier > floor]
     return max(better, key=lambda m: (fleet[m].quality_tier, -fleet[m].price_output_per_mtok, m)) if better else None
 
 

@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -60,3 +61,9 @@ async def read_topic(settings, topic: str, expected: int | None = None, rounds: 
         return records
     finally:
         await consumer.stop()
+
+
+def simulator_health(stack: DevStack) -> dict:
+    """The stack's simulator's ``/health`` counters: calls, faults per served model, embeddings."""
+    root = stack.settings.simulator_url().removesuffix("/v1")
+    return httpx.get(f"{root}/health", timeout=10).json()

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import httpx
 import pytest
-from stacks import read_topic, stack_fixture
+from stacks import read_topic, simulator_health, stack_fixture
 
 from turnout.producers.client import TurnoutClient, new_embedding_request, new_request
 from turnout.schemas.models import InferenceResponse, RoutingEvent
@@ -60,11 +59,6 @@ embedding_dim = 12
 
 
 stack = stack_fixture(CONFIG, "embeddings")
-
-
-def simulator_health(stack) -> dict:
-    root = stack.settings.simulator_url().removesuffix("/v1")
-    return httpx.get(f"{root}/health", timeout=10).json()
 
 
 async def test_embedding_requests_are_batched_and_each_gets_exactly_one_response(stack):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -86,13 +87,20 @@ def completion_body(
     completion_tokens: int = 3,
     finish_reason: str = "stop",
     model: str = "served-a",
+    token_probability: float | None = None,
 ) -> dict[str, Any]:
+    """An OpenAI chat completion; with ``token_probability``, its ``logprobs`` give every
+    token (a word of ``content``) that probability."""
+    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
+    if token_probability is not None:
+        tokens = [{"token": w, "logprob": math.log(token_probability), "bytes": list(w.encode()), "top_logprobs": []} for w in content.split()]
+        choice["logprobs"] = {"content": tokens, "refusal": None}
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "created": 1,
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}],
+        "choices": [choice],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
     }
 
@@ -143,6 +151,7 @@ def gemini_response(
     prompt_tokens: int = 8,
     candidates_tokens: int | None = 2,
     thoughts_tokens: int | None = None,
+    avg_logprobs: float | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """A generateContent response as the Gemini API sends it (camelCase JSON), checked
@@ -150,6 +159,8 @@ def gemini_response(
     candidate: dict[str, Any] = {"content": {"parts": [{"text": "Hello!"}] if parts is None else parts, "role": "model"}, "index": 0}
     if finish_reason is not None:
         candidate["finishReason"] = finish_reason
+    if avg_logprobs is not None:
+        candidate["avgLogprobs"] = avg_logprobs
     usage: dict[str, Any] = {"promptTokenCount": prompt_tokens, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]}
     if candidates_tokens is not None:
         usage["candidatesTokenCount"] = candidates_tokens

@@ -7,6 +7,7 @@ import socket
 
 import httpx
 import pytest
+from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
 from backend_fixtures import SECRET, Script, completion_body, make_backend, make_request, ok, status
@@ -251,6 +252,23 @@ async def test_usage_content_and_finish_reason_read_into_completion():
     assert completion.finish_reason == "length"
     assert (completion.input_tokens, completion.output_tokens) == (123, 45)
     assert completion.latency_ms >= 0
+
+
+async def test_logprobs_are_asked_for_on_request_and_read_as_the_answers_confidence():
+    script = Script(ok(content="Paris is the capital", token_probability=0.8))
+    backend = make_backend(script)
+    try:
+        completion = await backend.complete(make_request(), logprobs=True)
+        await backend.complete(make_request())
+    finally:
+        await backend.aclose()
+    assert script.bodies[0]["logprobs"] is True and "logprobs" not in script.bodies[1]
+    assert completion.confidence == pytest.approx(0.8)
+    ChatCompletion.model_validate(completion_body(content="Paris is the capital", token_probability=0.8))  # the fixture is the real format
+
+
+async def test_an_answer_without_logprobs_has_no_confidence():
+    assert (await call(Script(ok(content="Paris")))).confidence is None
 
 
 async def test_missing_usage_counts_zero_and_missing_finish_reason_means_stop():

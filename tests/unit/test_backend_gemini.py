@@ -7,6 +7,7 @@ drift from the real API; test_backend_factory checks that the SDK types do rejec
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import httpx
@@ -113,6 +114,20 @@ async def test_tools_become_function_declarations_with_their_json_schema():
 async def test_response_schema_asks_for_json_with_that_schema():
     _, body = await sent(make_request(response_schema=json.dumps(SCHEMA), max_tokens=10))
     assert body["generationConfig"] == {"maxOutputTokens": 10, "responseMimeType": "application/json", "responseJsonSchema": SCHEMA}
+
+
+async def test_logprobs_are_asked_for_only_when_wanted_and_read_as_confidence():
+    script = Script(reply(gemini_response(avg_logprobs=math.log(0.4))))
+    backend = gemini(script)
+    try:
+        judged = await backend.complete(make_request(max_tokens=10), logprobs=True)
+        plain = await backend.complete(make_request(max_tokens=10))
+    finally:
+        await backend.aclose()
+    asked, not_asked = (gemini_request_checked(b)["generationConfig"] for b in script.bodies)
+    assert asked == {"maxOutputTokens": 10, "responseLogprobs": True} and not_asked == {"maxOutputTokens": 10}
+    assert judged.confidence == pytest.approx(0.4)
+    assert plain.confidence == pytest.approx(0.4)  # read whenever the provider sends it
 
 
 # -- reading the answer ---------------------------------------------------------------------

@@ -211,6 +211,13 @@ def test_auto_escalation_targets_a_better_tier_and_respects_the_cap():
     assert models(select(request(), signals(), ctx(routes=[route], tenants=capped)))[-1][1] == "fallback"
 
 
+def test_the_escalation_target_may_also_be_a_fallback_but_never_the_primary():
+    route = Route(name="c", model="tiny", fallback=["frontier"], escalate_to="frontier")
+    assert models(select(request(), signals(), ctx(routes=[route]))) == [("tiny", "primary"), ("frontier", "fallback"), ("frontier", "escalation")]
+    itself = Route(name="c", model="frontier", escalate_to="frontier")
+    assert all(role != "escalation" for _, role in models(select(request(), signals(), ctx(routes=[itself]))))
+
+
 def test_a_low_confidence_escalation_carries_the_routes_threshold_to_the_worker():
     listening = Route(name="c", model="tiny", escalate_to="frontier", escalate_on=["low_confidence"], min_confidence=0.7)
     step = select(request(), signals(), ctx(routes=[listening])).plan[-1]

@@ -342,6 +342,54 @@ async def test_the_escalation_step_answers_when_cut_off_again():
     assert outcome.answered and responses(outcome)[0].finish_reason == "length"
 
 
+def doubtful_cascade_slip(min_confidence: float = 0.5, **overrides):
+    from turnout.schemas.models import PlanStep
+
+    slip = make_slip(plan=("a", "b"))
+    plan = [*slip.plan, PlanStep(model="c", role="escalation", when=["low_confidence"], min_confidence=min_confidence)]
+    return slip.model_copy(update={"plan": plan, **overrides})
+
+
+async def test_an_unsure_answer_escalates_and_the_call_asked_for_logprobs():
+    script = Script(ok(content="maybe it is Lyon", token_probability=0.3))
+    outcome = await run(doubtful_cascade_slip(), make_deployment(script))
+    assert script.bodies[0]["logprobs"] is True
+    assert not outcome.answered and responses(outcome) == []
+    [forwarded] = on_topic(outcome.messages, "tt.model.c")
+    assert forwarded.record.current.role == "escalation" and [a.status for a in forwarded.record.attempts] == ["ok"]
+
+
+@pytest.mark.parametrize("probability", [0.5, 0.9])
+async def test_an_answer_at_or_above_the_threshold_is_returned(probability):
+    outcome = await run(doubtful_cascade_slip(0.5), make_deployment(Script(ok(content="Paris", token_probability=probability))))
+    assert outcome.answered and responses(outcome)[0].content == "Paris"
+
+
+async def test_an_answer_without_logprobs_is_not_judged():
+    outcome = await run(doubtful_cascade_slip(0.99), make_deployment(Script(ok(content="Paris"))))
+    assert outcome.answered
+
+
+async def test_logprobs_are_asked_for_only_when_the_plan_escalates_on_low_confidence():
+    script = Script(ok(content="Paris", token_probability=0.01))
+    outcome = await run(cascade_slip(), make_deployment(script))  # escalates on truncated only
+    assert "logprobs" not in script.bodies[0] and outcome.answered
+
+
+async def test_a_fallback_that_is_also_the_escalation_target_answers_itself():
+    from turnout.schemas.models import PlanStep
+
+    slip = make_slip(plan=("a", "c"))
+    slip = slip.model_copy(update={"plan": [*slip.plan, PlanStep(model="c", role="escalation", when=["low_confidence"], min_confidence=0.5)], "step": 1})
+    outcome = await run(slip, make_deployment(Script(ok(content="hmm", token_probability=0.1)), model_id="c"))
+    assert outcome.answered and not on_topic(outcome.messages, "tt.model.c")
+
+
+async def test_the_escalation_step_answers_however_unsure():
+    outcome = await run(doubtful_cascade_slip(step=2), make_deployment(Script(ok(content="hmm", token_probability=0.1)), model_id="c"))
+    assert outcome.answered and responses(outcome)[0].content == "hmm"
+
+
 async def test_a_shadow_copy_is_recorded_but_never_answers_the_caller():
     outcome = await run(make_slip(plan=("a",), shadow=True), make_deployment(Script(ok(content="shadow answer"))))
     assert outcome.answered and responses(outcome) == []
