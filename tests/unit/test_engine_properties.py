@@ -109,8 +109,10 @@ def test_every_step_of_every_plan_can_serve_the_request(scenario):
         assert ("embeddings" in deployment.capabilities) == embedding, "embedding models serve embedding requests only"
         if not embedding:  # an embedding model's window is per text, which the router does not see
             assert signals.input_tokens + signals.expected_output_tokens <= deployment.context_window
-    steps = [step.model for step in selection.plan]
-    assert len(steps) == len(set(steps)), "no model twice in a plan"
+    chain = [step.model for step in selection.plan if step.role != "escalation"]
+    assert len(chain) == len(set(chain)), "no model twice in the primary and fallback chain"
+    escalations = [step.model for step in selection.plan if step.role == "escalation"]
+    assert len(escalations) <= 1 and not set(escalations) & set(chain[:1]), "at most one escalation, never to the primary itself"
     assert sorted(c.model for c in selection.candidates) == sorted({request.model} if request.model else set(ctx.fleet))
 
 
