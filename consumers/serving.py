@@ -227,7 +227,15 @@ async def _answer(
         content = result.content or content
     usage = Usage(input_tokens=usage_in, output_tokens=usage_out)
     response = _ok_response(
-        slip, deployment, usage, cost, completion.latency_ms, content=content, finish_reason=completion.finish_reason, validation=validation
+        slip,
+        deployment,
+        usage,
+        cost,
+        completion.latency_ms,
+        content=content,
+        finish_reason=completion.finish_reason,
+        validation=validation,
+        confidence=completion.confidence,
     )
     return _answered(outcome, slip, deployment, topics, settings, key, response)
 
@@ -298,7 +306,10 @@ def _record_success(outcome: Outcome, call: Call, deployment: Deployment, topics
     result, started_at = call.result, call.started_at
     assert result is not None and started_at is not None
     cost = deployment.config.cost_usd(result.input_tokens, result.output_tokens)
-    attempt = Attempt(model=deployment.model_id, provider=deployment.backend.provider, started_at=started_at, latency_ms=result.latency_ms, status="ok")
+    confidence = getattr(result, "confidence", None)  # a completion's, when logprobs were asked for
+    attempt = Attempt(
+        model=deployment.model_id, provider=deployment.backend.provider, started_at=started_at, latency_ms=result.latency_ms, status="ok", confidence=confidence
+    )
     return _record_attempt(outcome, call.slip, deployment, topics, attempt, (result.input_tokens, result.output_tokens, cost))
 
 

@@ -71,6 +71,7 @@ def attempt_event(slip: RoutedRequest, attempt: Attempt, number: int, usage_in: 
         latency_ms=attempt.latency_ms,
         attempt=number,
         detail=attempt.error.message[:1000] if attempt.error else "",
+        confidence=attempt.confidence,
     )
 
 
@@ -92,6 +93,7 @@ def final_event(slip: RoutedRequest, response: InferenceResponse) -> RoutingEven
         detail=response.error.message[:1000] if response.error else "",
         cache_hit=response.cache_hit,
         validation=response.validation,
+        confidence=response.confidence,
     )
 
 

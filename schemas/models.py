@@ -120,6 +120,7 @@ class Attempt(AvroRecord):
     latency_ms: float
     status: Literal["ok", "error"]
     error: ErrorInfo | None = None
+    confidence: float | None = None
 
 
 class RoutingDecision(AvroRecord):
@@ -207,6 +208,7 @@ class InferenceResponse(AvroRecord):
     cache_hit: bool = False
     validation: Literal["", "passed", "repaired", "reasked", "failed"] = ""
     embeddings: list[list[float]] = Field(default_factory=list)
+    confidence: float | None = None
 
     @field_validator("embeddings")
     @classmethod
@@ -246,6 +248,7 @@ class RoutingEvent(AvroRecord):
     sensitive_kinds: list[str] = Field(default_factory=list)
     cache_hit: bool = False
     validation: str = ""
+    confidence: float | None = None
 
     @staticmethod
     def make_id(request_id: str, kind: str, attempt: int = 0, shadow: bool = False) -> str:

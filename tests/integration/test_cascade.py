@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from stacks import simulator_health, stack_fixture
+import pytest
+from stacks import read_topic, simulator_health, stack_fixture
 
 from turnout.producers.client import TurnoutClient, new_request
+from turnout.schemas.models import RoutingEvent
+from turnout.schemas.serde import codec_for
 
 REQUESTS = 90
 
@@ -78,5 +81,13 @@ async def test_unsure_answers_of_the_cheap_model_escalate_and_sure_ones_stay(sta
         path = answer.routing.fallback_path
         if answer.model == "capable":
             assert path == ["cheap", "capable"], path  # the cheap model answered first, then the plan escalated
+            assert answer.confidence is None  # the last step's answer is not judged: no logprobs asked for
         else:
             assert path == ["cheap"], path
+            assert answer.confidence == pytest.approx(0.9)  # the simulator's sure answers
+
+    # every cheap attempt is on the events topic with the confidence it was judged by
+    codec = codec_for(stack.settings.kafka)
+    events = [codec.decode(r.value, RoutingEvent) for r in await read_topic(stack.settings, stack.settings.topics.events)]
+    judged = Counter(round(e.confidence, 6) for e in events if e.kind == "attempt" and e.model == "cheap")
+    assert judged == {0.3: served["capable"], 0.9: served["cheap"]}, judged

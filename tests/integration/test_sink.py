@@ -137,3 +137,14 @@ async def test_redelivered_events_are_counted_once(sink_env):
     sink = EventsSink(settings, client)
     await run_until(sink, lambda: sink.inserted >= 140)
     assert count(client, settings) == 100
+
+
+async def test_an_attempts_confidence_is_stored_and_an_unjudged_one_stays_null(sink_env):
+    settings, client = sink_env
+    judged = RoutingEvent(event_id="e-judged", request_id="r1", tenant="t", kind="attempt", model="small", confidence=0.3)
+    unjudged = RoutingEvent(event_id="e-plain", request_id="r2", tenant="t", kind="attempt", model="small")
+    await publish(settings, [judged, unjudged])
+    sink = EventsSink(settings, client)
+    await run_until(sink, lambda: sink.inserted >= 2)
+    rows = client.query(f"SELECT event_id, confidence FROM {settings.clickhouse.database}.routing_events FINAL ORDER BY event_id").result_rows
+    assert [(event_id, None if c is None else round(c, 6)) for event_id, c in rows] == [("e-judged", 0.3), ("e-plain", None)]

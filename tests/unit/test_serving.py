@@ -357,12 +357,16 @@ async def test_an_unsure_answer_escalates_and_the_call_asked_for_logprobs():
     assert not outcome.answered and responses(outcome) == []
     [forwarded] = on_topic(outcome.messages, "tt.model.c")
     assert forwarded.record.current.role == "escalation" and [a.status for a in forwarded.record.attempts] == ["ok"]
+    assert forwarded.record.attempts[0].confidence == pytest.approx(0.3)  # why it escalated, on the slip
+    assert events_of(outcome.messages, "attempt")[0].confidence == pytest.approx(0.3)  # and for the analysts
+    assert_publishable(outcome)
 
 
 @pytest.mark.parametrize("probability", [0.5, 0.9])
 async def test_an_answer_at_or_above_the_threshold_is_returned(probability):
     outcome = await run(doubtful_cascade_slip(0.5), make_deployment(Script(ok(content="Paris", token_probability=probability))))
     assert outcome.answered and responses(outcome)[0].content == "Paris"
+    assert responses(outcome)[0].confidence == pytest.approx(probability)
 
 
 async def test_an_answer_without_logprobs_is_not_judged():
