@@ -52,9 +52,11 @@ def migrations() -> list[Migration]:
     return found
 
 
-def migrate(client: Client, database: str) -> list[str]:
-    """Apply the migrations not yet recorded in ``{database}.turnout_migrations``;
-    return the names applied. Safe to run at every start-up and from several processes."""
+def migrate(client: Client, database: str, *, upto: int | None = None) -> list[str]:
+    """Apply the migrations not yet recorded in ``{database}.turnout_migrations`` (those
+    numbered up to ``upto``, when given: a store as an older release left it, for upgrade
+    tests); return the names applied. Safe to run at every start-up and from several
+    processes."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     client.command(
         f"CREATE TABLE IF NOT EXISTS {database}.turnout_migrations "
@@ -64,7 +66,7 @@ def migrate(client: Client, database: str) -> list[str]:
     done = {row[0] for row in client.query(f"SELECT number FROM {database}.turnout_migrations FINAL").result_rows}
     applied = []
     for migration in migrations():
-        if migration.number in done:
+        if migration.number in done or (upto is not None and migration.number > upto):
             continue
         for statement in _statements(migration.sql.replace("{db}", database)):
             client.command(statement)

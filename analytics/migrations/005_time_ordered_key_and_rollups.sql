@@ -1,0 +1,76 @@
+-- 1. A time-ordered key for the raw events. Dashboards ask for time ranges ("the last
+-- hour", "yesterday against today"); a key that starts with the hour lets ClickHouse
+-- skip every granule outside the range instead of reading the month's partition whole.
+-- The deduplication of ReplacingMergeTree still holds: a redelivered event is the same
+-- message with the same ts, so it lands on the same key and replaces its first copy.
+-- The table is rebuilt under its own name: same columns, new key, rows copied, then the
+-- two tables swapped in one atomic EXCHANGE (an Atomic database, the default) and the
+-- old one dropped. Apply it before any sink inserts (sinks run `migrate` at start-up).
+CREATE TABLE IF NOT EXISTS {db}.routing_events_by_time AS {db}.routing_events
+ENGINE = ReplacingMergeTree(inserted_at)
+PARTITION BY toYYYYMM(ts)
+ORDER BY (toStartOfHour(ts), tenant, kind, event_id);
+
+INSERT INTO {db}.routing_events_by_time SELECT * FROM {db}.routing_events FINAL;
+
+EXCHANGE TABLES {db}.routing_events AND {db}.routing_events_by_time;
+
+DROP TABLE IF EXISTS {db}.routing_events_by_time;
+
+-- 2. Per-minute rollups, so that dashboards stay fast as the raw events grow: one row per
+-- minute and combination of tenant, route, model, event kind, status, shadow flag,
+-- validation result, cache hit and fallback depth, holding the sums (events, tokens,
+-- cost, latency) and a t-digest state of the latency for its quantiles. Group it by route
+-- or by model at query time (both are in the key); merge the quantile states across
+-- minutes with quantilesTDigestMerge(0.5, 0.95, 0.99)(latency).
+--
+-- A materialized view sees the inserted blocks, not the ReplacingMergeTree's deduplicated
+-- result, so a redelivered event counted here would count twice: the sink drops event ids
+-- it has already inserted (remembered for sink.dedup_window_s, seeded from the raw table at
+-- start-up) before they reach the view.
+CREATE TABLE IF NOT EXISTS {db}.routing_rollup_1m
+(
+    minute          DateTime('UTC'),
+    tenant          LowCardinality(String),
+    route           LowCardinality(String),
+    model           LowCardinality(String),
+    provider        LowCardinality(String),
+    kind            LowCardinality(String),
+    status          LowCardinality(String),
+    error_kind      LowCardinality(String),
+    shadow          UInt8,
+    validation      LowCardinality(String),
+    cache_hit       UInt8,
+    fallback_depth  UInt8,
+    events          SimpleAggregateFunction(sum, UInt64),
+    input_tokens    SimpleAggregateFunction(sum, UInt64),
+    output_tokens   SimpleAggregateFunction(sum, UInt64),
+    cost_usd        SimpleAggregateFunction(sum, Float64),
+    latency_ms_sum  SimpleAggregateFunction(sum, Float64),
+    latency         AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (minute, tenant, route, model, kind, status, shadow, provider, error_kind, validation, cache_hit, fallback_depth);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.routing_rollup_1m_mv TO {db}.routing_rollup_1m AS
+SELECT
+    toStartOfMinute(ts)                                    AS minute,
+    tenant, route, model, provider, kind, status, error_kind, shadow, validation, cache_hit, fallback_depth,
+    toUInt64(count())                                      AS events,
+    toUInt64(sum(input_tokens))                            AS input_tokens,
+    toUInt64(sum(output_tokens))                           AS output_tokens,
+    sum(cost_usd)                                          AS cost_usd,
+    sum(latency_ms)                                        AS latency_ms_sum,
+    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms)     AS latency
+FROM {db}.routing_events
+GROUP BY minute, tenant, route, model, provider, kind, status, error_kind, shadow, validation, cache_hit, fallback_depth;
+
+-- the events stored before the view existed (none are inserted while migrations run)
+INSERT INTO {db}.routing_rollup_1m
+SELECT
+    toStartOfMinute(ts), tenant, route, model, provider, kind, status, error_kind, shadow, validation, cache_hit, fallback_depth,
+    toUInt64(count()), toUInt64(sum(input_tokens)), toUInt64(sum(output_tokens)), sum(cost_usd), sum(latency_ms),
+    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms)
+FROM {db}.routing_events FINAL
+GROUP BY toStartOfMinute(ts), tenant, route, model, provider, kind, status, error_kind, shadow, validation, cache_hit, fallback_depth
