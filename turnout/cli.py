@@ -132,22 +132,142 @@ def migrate(config: str | None) -> None:
 def report(config: str | None, as_json: bool) -> None:
     """Requests, errors, tokens, cost and latency per model and per route."""
     from turnout.analytics.report import build_report
-    from turnout.analytics.store import open_client
 
     from .render import print_report
 
     settings = _settings(config)
-    try:
-        client = open_client(settings.clickhouse)
-    except Exception as exc:
-        raise click.ClickException(
-            f"cannot open the analytics store ({exc}); with embedded chDB, stop the process that owns it (the sink) first"
-        ) from None
-    tables = build_report(client, settings.clickhouse.database)
+    tables = build_report(_open_store(settings), settings.clickhouse.database)
     if as_json:
         click.echo(json.dumps({t.title: t.as_dicts() for t in tables}, default=str, indent=2))
     else:
         print_report(console, tables)
+
+
+def _open_store(settings: Settings):
+    """The analytics store's client, or a clear error naming the usual cause."""
+    from turnout.analytics.store import open_client
+
+    try:
+        return open_client(settings.clickhouse)
+    except Exception as exc:
+        raise click.ClickException(
+            f"cannot open the analytics store ({exc}); with embedded chDB, stop the process that owns it (the sink) first"
+        ) from None
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None):
+    from turnout.analytics.questions import parse_duration
+
+    try:
+        return None if value is None else parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+since_option = click.option("--since", default="24h", show_default=True, callback=_duration, help="how far back: 90s, 15m, 1h, 7d, 2w")
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+
+
+@cli.group("analytics")
+def analytics_group() -> None:
+    """Spend, savings, latency and quality from the routing events (SQL in analytics/queries/)."""
+
+
+def _answer(config: str | None, as_json: bool, ask) -> None:
+    """Open the store, ask one question (``ask(client, database, settings)`` returns tables), show the answer."""
+    from .render import print_tables
+
+    settings = _settings(config)
+    tables = ask(_open_store(settings), settings.clickhouse.database, settings)
+    if as_json:
+        click.echo(json.dumps({t.title: t.as_dicts() for t in tables}, default=str, indent=2))
+    else:
+        print_tables(console, tables)
+
+
+@analytics_group.command("spend")
+@config_option
+@since_option
+@json_option
+def analytics_spend(config: str | None, since, as_json: bool) -> None:
+    """Spend by day, tenant, route and model (every paid call, shadow copies apart)."""
+    from turnout.analytics import questions
+
+    _answer(config, as_json, lambda client, db, _: [questions.spend(client, db, questions.Window.last(since))])
+
+
+@analytics_group.command("savings")
+@config_option
+@since_option
+@json_option
+def analytics_savings(config: str | None, since, as_json: bool) -> None:
+    """Cost against the same tokens on the fleet's most capable model, per tenant and route."""
+    from turnout.analytics import questions
+
+    _answer(config, as_json, lambda client, db, settings: [questions.savings(client, db, questions.Window.last(since), settings.fleet)])
+
+
+@analytics_group.command("latency")
+@config_option
+@since_option
+@click.option("--bucket", default="1h", show_default=True, callback=_duration, help="time bucket: 5m, 1h, 1d")
+@json_option
+def analytics_latency(config: str | None, since, bucket, as_json: bool) -> None:
+    """Latency p50/p95/p99 and error rates per route and model, per time bucket."""
+    from turnout.analytics import questions
+
+    _answer(config, as_json, lambda client, db, _: [questions.latency(client, db, questions.Window.last(since), bucket)])
+
+
+@analytics_group.command("quality")
+@config_option
+@since_option
+@json_option
+def analytics_quality(config: str | None, since, as_json: bool) -> None:
+    """Validation pass, escalation, fallback and error rates per route; feedback scores."""
+    from turnout.analytics import questions
+
+    _answer(config, as_json, lambda client, db, _: questions.quality(client, db, questions.Window.last(since)))
+
+
+@cli.command()
+@config_option
+@click.option("--recent", default="1h", show_default=True, callback=_duration, help="the window judged, ending now")
+@click.option("--baseline", default="24h", show_default=True, callback=_duration, help="the window before it, judged against")
+@click.option("--policy", nargs=2, default=None, metavar="A B", help="policy version B against A instead (over --since)")
+@click.option("--model", nargs=2, default=None, metavar="A B", help="model B against A per route instead (over --since)")
+@click.option("--since", default="24h", show_default=True, callback=_duration, help="window of --policy and --model comparisons")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01, show_default=True, help="significance level")
+@click.option("--min-samples", type=click.IntRange(min=2), default=30, show_default=True, help="fewer requests in a group: not tested")
+@click.option("--min-effect", type=click.FloatRange(min=0), default=0.10, show_default=True, help="smallest relative change flagged (0.1 = 10 %)")
+@click.option("--all", "show_all", is_flag=True, help="list unchanged and untested metrics too")
+@json_option
+def regressions(config, recent, baseline, policy, model, since, alpha, min_samples, min_effect, show_all, as_json) -> None:
+    """Flag significant changes in latency, error rate, cost per request and quality;
+    exit 1 when one is a regression (to gate a rollout), 0 otherwise."""
+    from turnout.analytics import regressions as detect
+    from turnout.analytics.questions import Window
+
+    from .render import print_comparison
+
+    if policy and model:
+        raise click.UsageError("compare either --policy A B or --model A B, not both")
+    settings = _settings(config)
+    client, database = _open_store(settings), settings.clickhouse.database
+    criteria = detect.Criteria(alpha=alpha, min_samples=min_samples, min_effect=min_effect)
+    try:
+        if policy or model:
+            column, (a, b) = ("policy_version", policy) if policy else ("model", model)
+            comparison = detect.compare_versions(client, database, column, a, b, Window.last(since), criteria)
+        else:
+            comparison = detect.compare_windows(client, database, recent, baseline, None, criteria)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(comparison.as_dict(), default=str, indent=2))
+    else:
+        print_comparison(console, comparison, show_all)
+    sys.exit(1 if comparison.regressions else 0)
 
 
 @cli.command()

@@ -10,7 +10,10 @@ from rich.table import Table as RichTable
 from turnout.analytics.report import Table
 
 
-_LEFT = {"model", "route", "error_kind", "prompt", "status", "signal", "value", "stage", "reason", "role", "when", "tag", "task", "path"}
+_LEFT = {
+    "model", "route", "error_kind", "prompt", "status", "signal", "value", "stage", "reason", "role", "when", "tag", "task", "path",
+    "tenant", "day", "bucket", "metric", "verdict", "test",
+}
 
 
 def print_table(console: Console, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -26,6 +29,35 @@ def print_report(console: Console, tables: list[Table]) -> None:
     for table in tables:
         if table.rows or table.title != "rejections":
             print_table(console, f"Report {table.title}", table.columns, table.rows)
+
+
+def print_tables(console: Console, tables: list[Table]) -> None:
+    for table in tables:
+        print_table(console, table.title, table.columns, table.rows)
+
+
+def print_comparison(console: Console, comparison, show_all: bool = False) -> None:
+    """``turnout regressions``: what was compared, then the findings that matter (all with
+    ``show_all``), then the verdict a rollout gate reads."""
+    console.print(f"compared {comparison.description}")
+    shown = [f for f in comparison.findings if show_all or f.verdict in ("regression", "improvement")]
+    columns = ["verdict", "metric", "route", "model", "n_baseline", "n_candidate", comparison.baseline, comparison.candidate, "change", "test", "p_value"]
+    rows = [
+        (f.verdict, f.metric, f.route, f.model, f.n_baseline, f.n_candidate, _figure(f.baseline_value), _figure(f.candidate_value),
+         f"{f.relative_change:+.1%}", f.test, "" if f.p_value is None else f"{f.p_value:.2g}")
+        for f in shown
+    ]
+    if rows:
+        print_table(console, f"{len(shown)} of {len(comparison.findings)} findings", columns, rows)
+    untested = sum(f.verdict == "too few samples" for f in comparison.findings)
+    if untested:
+        console.print(f"{untested} metric(s) not tested: fewer requests than --min-samples in a group")
+    regressions = len(comparison.regressions)
+    console.print("[red]regression found[/]" if regressions else "no regression", f"({regressions} of {len(comparison.findings)} findings)")
+
+
+def _figure(value: float) -> str:
+    return f"{value:.4g}"
 
 
 def print_explanation(console: Console, explanation: dict) -> None:
