@@ -17,32 +17,37 @@ EXCHANGE TABLES {db}.routing_events AND {db}.routing_events_by_time;
 
 DROP TABLE IF EXISTS {db}.routing_events_by_time;
 
--- 2. Per-minute rollups, so that dashboards stay fast as the raw events grow: one row per
--- minute and combination of tenant, route, model, event kind, status, shadow flag,
--- validation result, cache hit and fallback depth, holding the sums (events, tokens,
--- cost, latency) and a t-digest state of the latency for its quantiles. Group it by route
--- or by model at query time (both are in the key); merge the quantile states across
--- minutes with quantilesTDigestMerge(0.5, 0.95, 0.99)(latency).
+-- 2. Rollups per minute and per hour, so that dashboards stay fast as the raw events
+-- grow: one row per time bucket and combination of tenant, route, model, event kind and
+-- shadow flag, holding counts (events, errors, fallbacks, cache hits, structured-output
+-- validations and their outcomes), sums (tokens, cost, latency) and a t-digest state of
+-- the latency. Group by route or by model at query time (both are in the key); merge
+-- the quantile states with quantilesTDigestMerge(0.5, 0.95, 0.99)(latency). The minute
+-- table serves recent windows, the hour table long ones (a week is 168 buckets).
+-- Status, validation result, cache hit and fallback depth are counters rather than key
+-- columns: as keys they would multiply the rows per bucket until a rollup was as large
+-- as the events it summarizes.
 --
 -- A materialized view sees the inserted blocks, not the ReplacingMergeTree's deduplicated
 -- result, so a redelivered event counted here would count twice: the sink drops event ids
--- it has already inserted (remembered for sink.dedup_window_s, seeded from the raw table at
--- start-up) before they reach the view.
+-- it has already inserted (remembered for sink.dedup_window_s, seeded from the raw table
+-- at start-up) before they reach the views.
 CREATE TABLE IF NOT EXISTS {db}.routing_rollup_1m
 (
     minute          DateTime('UTC'),
     tenant          LowCardinality(String),
     route           LowCardinality(String),
     model           LowCardinality(String),
-    provider        LowCardinality(String),
     kind            LowCardinality(String),
-    status          LowCardinality(String),
-    error_kind      LowCardinality(String),
     shadow          UInt8,
-    validation      LowCardinality(String),
-    cache_hit       UInt8,
-    fallback_depth  UInt8,
     events          SimpleAggregateFunction(sum, UInt64),
+    errors          SimpleAggregateFunction(sum, UInt64),
+    fell_back       SimpleAggregateFunction(sum, UInt64),
+    cache_hits      SimpleAggregateFunction(sum, UInt64),
+    validated       SimpleAggregateFunction(sum, UInt64),
+    valid           SimpleAggregateFunction(sum, UInt64),
+    repaired        SimpleAggregateFunction(sum, UInt64),
+    reasked         SimpleAggregateFunction(sum, UInt64),
     input_tokens    SimpleAggregateFunction(sum, UInt64),
     output_tokens   SimpleAggregateFunction(sum, UInt64),
     cost_usd        SimpleAggregateFunction(sum, Float64),
@@ -51,26 +56,111 @@ CREATE TABLE IF NOT EXISTS {db}.routing_rollup_1m
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
-ORDER BY (minute, tenant, route, model, kind, status, shadow, provider, error_kind, validation, cache_hit, fallback_depth);
+ORDER BY (minute, tenant, route, model, kind, shadow);
+
+CREATE TABLE IF NOT EXISTS {db}.routing_rollup_1h
+(
+    hour            DateTime('UTC'),
+    tenant          LowCardinality(String),
+    route           LowCardinality(String),
+    model           LowCardinality(String),
+    kind            LowCardinality(String),
+    shadow          UInt8,
+    events          SimpleAggregateFunction(sum, UInt64),
+    errors          SimpleAggregateFunction(sum, UInt64),
+    fell_back       SimpleAggregateFunction(sum, UInt64),
+    cache_hits      SimpleAggregateFunction(sum, UInt64),
+    validated       SimpleAggregateFunction(sum, UInt64),
+    valid           SimpleAggregateFunction(sum, UInt64),
+    repaired        SimpleAggregateFunction(sum, UInt64),
+    reasked         SimpleAggregateFunction(sum, UInt64),
+    input_tokens    SimpleAggregateFunction(sum, UInt64),
+    output_tokens   SimpleAggregateFunction(sum, UInt64),
+    cost_usd        SimpleAggregateFunction(sum, Float64),
+    latency_ms_sum  SimpleAggregateFunction(sum, Float64),
+    latency         AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(hour)
+ORDER BY (hour, tenant, route, model, kind, shadow);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.routing_rollup_1m_mv TO {db}.routing_rollup_1m AS
 SELECT
     toStartOfMinute(ts)                                    AS minute,
-    tenant, route, model, provider, kind, status, error_kind, shadow, validation, cache_hit, fallback_depth,
-    toUInt64(count())                                      AS events,
-    toUInt64(sum(input_tokens))                            AS input_tokens,
-    toUInt64(sum(output_tokens))                           AS output_tokens,
-    sum(cost_usd)                                          AS cost_usd,
-    sum(latency_ms)                                        AS latency_ms_sum,
-    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms)     AS latency
+    tenant, route, model, kind, shadow,
+    toUInt64(count())                                       AS events,
+    toUInt64(countIf(status = 'error'))                     AS errors,
+    toUInt64(countIf(fallback_depth > 0))                   AS fell_back,
+    toUInt64(countIf(cache_hit = 1))                        AS cache_hits,
+    toUInt64(countIf(validation != ''))                     AS validated,
+    toUInt64(countIf(validation IN ('passed', 'repaired', 'reasked'))) AS valid,
+    toUInt64(countIf(validation = 'repaired'))              AS repaired,
+    toUInt64(countIf(validation = 'reasked'))               AS reasked,
+    toUInt64(sum(input_tokens))                             AS input_tokens,
+    toUInt64(sum(output_tokens))                            AS output_tokens,
+    sum(cost_usd)                                           AS cost_usd,
+    sum(latency_ms)                                         AS latency_ms_sum,
+    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms)      AS latency
 FROM {db}.routing_events
-GROUP BY minute, tenant, route, model, provider, kind, status, error_kind, shadow, validation, cache_hit, fallback_depth;
+GROUP BY minute, tenant, route, model, kind, shadow;
 
--- the events stored before the view existed (none are inserted while migrations run)
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.routing_rollup_1h_mv TO {db}.routing_rollup_1h AS
+SELECT
+    toStartOfHour(ts)                                    AS hour,
+    tenant, route, model, kind, shadow,
+    toUInt64(count())                                       AS events,
+    toUInt64(countIf(status = 'error'))                     AS errors,
+    toUInt64(countIf(fallback_depth > 0))                   AS fell_back,
+    toUInt64(countIf(cache_hit = 1))                        AS cache_hits,
+    toUInt64(countIf(validation != ''))                     AS validated,
+    toUInt64(countIf(validation IN ('passed', 'repaired', 'reasked'))) AS valid,
+    toUInt64(countIf(validation = 'repaired'))              AS repaired,
+    toUInt64(countIf(validation = 'reasked'))               AS reasked,
+    toUInt64(sum(input_tokens))                             AS input_tokens,
+    toUInt64(sum(output_tokens))                            AS output_tokens,
+    sum(cost_usd)                                           AS cost_usd,
+    sum(latency_ms)                                         AS latency_ms_sum,
+    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms)      AS latency
+FROM {db}.routing_events
+GROUP BY hour, tenant, route, model, kind, shadow;
+
+-- the events stored before the views existed (none are inserted while migrations run)
 INSERT INTO {db}.routing_rollup_1m
 SELECT
-    toStartOfMinute(ts), tenant, route, model, provider, kind, status, error_kind, shadow, validation, cache_hit, fallback_depth,
-    toUInt64(count()), toUInt64(sum(input_tokens)), toUInt64(sum(output_tokens)), sum(cost_usd), sum(latency_ms),
-    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms)
+    toStartOfMinute(ts)                                    AS minute,
+    tenant, route, model, kind, shadow,
+    toUInt64(count())                                       AS events,
+    toUInt64(countIf(status = 'error'))                     AS errors,
+    toUInt64(countIf(fallback_depth > 0))                   AS fell_back,
+    toUInt64(countIf(cache_hit = 1))                        AS cache_hits,
+    toUInt64(countIf(validation != ''))                     AS validated,
+    toUInt64(countIf(validation IN ('passed', 'repaired', 'reasked'))) AS valid,
+    toUInt64(countIf(validation = 'repaired'))              AS repaired,
+    toUInt64(countIf(validation = 'reasked'))               AS reasked,
+    toUInt64(sum(input_tokens))                             AS input_tokens,
+    toUInt64(sum(output_tokens))                            AS output_tokens,
+    sum(cost_usd)                                           AS cost_usd,
+    sum(latency_ms)                                         AS latency_ms_sum,
+    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms)      AS latency
 FROM {db}.routing_events FINAL
-GROUP BY toStartOfMinute(ts), tenant, route, model, provider, kind, status, error_kind, shadow, validation, cache_hit, fallback_depth
+GROUP BY minute, tenant, route, model, kind, shadow;
+
+INSERT INTO {db}.routing_rollup_1h
+SELECT
+    toStartOfHour(ts)                                    AS hour,
+    tenant, route, model, kind, shadow,
+    toUInt64(count())                                       AS events,
+    toUInt64(countIf(status = 'error'))                     AS errors,
+    toUInt64(countIf(fallback_depth > 0))                   AS fell_back,
+    toUInt64(countIf(cache_hit = 1))                        AS cache_hits,
+    toUInt64(countIf(validation != ''))                     AS validated,
+    toUInt64(countIf(validation IN ('passed', 'repaired', 'reasked'))) AS valid,
+    toUInt64(countIf(validation = 'repaired'))              AS repaired,
+    toUInt64(countIf(validation = 'reasked'))               AS reasked,
+    toUInt64(sum(input_tokens))                             AS input_tokens,
+    toUInt64(sum(output_tokens))                            AS output_tokens,
+    sum(cost_usd)                                           AS cost_usd,
+    sum(latency_ms)                                         AS latency_ms_sum,
+    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms)      AS latency
+FROM {db}.routing_events FINAL
+GROUP BY hour, tenant, route, model, kind, shadow

@@ -80,23 +80,25 @@ def test_the_upgrade_rekeys_by_time_and_keeps_every_event_once(client):
     assert "routing_events_by_time" not in tables  # the old table is gone
 
 
-def test_rollups_agree_with_the_raw_events_per_minute_route_and_model(client):
+@pytest.mark.parametrize("table, bucket", [("routing_rollup_1m", "toStartOfMinute"), ("routing_rollup_1h", "toStartOfHour")])
+def test_rollups_agree_with_the_raw_events_per_bucket_route_and_model(client, table, bucket):
     migrate(client, DB, upto=4)
     before = generated_events(400, seed=5)
     insert(client, before)
-    migrate(client, DB)  # backfills the rollup from what is stored
+    migrate(client, DB)  # backfills the rollups from what is stored
     after = [e.model_copy(update={"event_id": f"n{e.event_id}"}) for e in generated_events(400, seed=6)]
-    insert(client, after)  # reaches the rollup through the materialized view
+    insert(client, after)  # reaches the rollups through the materialized views
 
     raw = client.query(
-        f"SELECT toStartOfMinute(ts) AS minute, route, model, kind, count(), sum(input_tokens), round(sum(cost_usd), 9) "
-        f"FROM {DB}.routing_events FINAL GROUP BY minute, route, model, kind ORDER BY minute, route, model, kind"
+        f"SELECT {bucket}(ts) AS bucket, route, model, kind, count(), countIf(status = 'error'), sum(input_tokens), round(sum(cost_usd), 9) "
+        f"FROM {DB}.routing_events FINAL GROUP BY bucket, route, model, kind ORDER BY bucket, route, model, kind"
     ).result_rows
+    column = "minute" if table.endswith("1m") else "hour"
     rolled = client.query(
-        f"SELECT minute, route, model, kind, sum(events), sum(input_tokens), round(sum(cost_usd), 9) "
-        f"FROM {DB}.routing_rollup_1m GROUP BY minute, route, model, kind ORDER BY minute, route, model, kind"
+        f"SELECT {column} AS bucket, route, model, kind, sum(events), sum(errors), sum(input_tokens), round(sum(cost_usd), 9) "
+        f"FROM {DB}.{table} GROUP BY bucket, route, model, kind ORDER BY bucket, route, model, kind"
     ).result_rows
-    assert rolled == raw and sum(row[4] for row in raw) == 800
+    assert rolled == raw and sum(row[4] for row in raw) == 800 and sum(row[5] for row in raw) > 0
 
 
 def test_rollup_latency_quantiles_track_the_exact_ones(client):
