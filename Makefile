@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration dev install install-local-model local-model clean bench-route bench-stream bench-worker
+.PHONY: help demo test test-unit test-integration dev install install-local-model local-model clean bench-route bench-stream bench-worker bench-analytics
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ bench-stream: $(BENCH_STAMP) ## benchmark one router process on embedded Kafka b
 
 bench-worker: $(BENCH_STAMP) ## benchmark one worker process on a zero-latency simulated backend beside direct httpx calls (requests/s, ms added), and under a 429 storm (rpm)
 	$(BIN)/python bench/bench_worker.py $(BENCH_ARGS)
+
+bench-analytics: $(BENCH_STAMP) ## benchmark the events sink into ClickHouse beside a bare insert (events/s), and every analytics query over 10 million events (ms)
+	$(BIN)/python bench/bench_analytics.py $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) .turnout .pytest_cache
