@@ -272,6 +272,19 @@ def regressions(config, recent, baseline, policy, model, since, alpha, min_sampl
 
 @cli.command()
 @config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0 exposes it beyond this machine)")
+@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
+def dashboard(config: str | None, host: str, port: int) -> None:
+    """Serve the analytics dashboard (spend, latency, errors, quality, regressions) over
+    HTTP, offline; this process owns the store meanwhile (stop the sink first on chDB)."""
+    from turnout.analytics.dashboard import run_dashboard
+
+    settings = _settings(config)
+    run_dashboard(_open_store(settings), settings.clickhouse.database, settings.fleet, host, port, announce=console.print)
+
+
+@cli.command()
+@config_option
 @click.option("--workdir", type=click.Path(file_okay=False), default=".turnout/dev", show_default=True)
 def dev(config: str | None, workdir: str) -> None:
     """Run the whole stack embedded (Tansu broker, chDB, simulator, router, workers, sink) until Ctrl-C."""
