@@ -1,10 +1,30 @@
-"""The events sink: ``<prefix>.events`` into ClickHouse, in batches, offsets after inserts.
+"""The analytics sink: ``<prefix>.events`` and ``<prefix>.feedback`` into ClickHouse, in
+batches, offsets after inserts, each row once.
 
 Like Quix Streams' ``BatchingSink``: rows are buffered until the batch is full or the
-flush interval passes, inserted in one call, and only then are the Kafka offsets
-committed. An insert that fails is retried with backoff while consumption waits, so a
-ClickHouse outage delays rows but never loses them; a crash before the commit replays
-the batch, and the ReplacingMergeTree key makes the replay harmless.
+flush interval passes, inserted in one call per table, and only then are the Kafka
+offsets committed. An insert that fails is retried with backoff while consumption
+waits, so a ClickHouse outage delays rows but never loses them. One loop serves every
+topic: a ``Stream`` says what a topic's messages decode to, which table their rows go
+to and which column identifies a row. A message that does not decode goes to the DLQ
+with its reason and the next one is processed.
+
+Each row once, even where ``FINAL`` does not look: the tables are ``ReplacingMergeTree``s
+keyed by the row's deterministic id, which collapses a redelivered copy for queries
+that read ``FINAL`` (or after a merge), but the materialized rollups are computed from
+the inserted blocks and would count the copy for good. Copies come from at-least-once
+delivery: a producer that resends after a lost acknowledgement, and this sink itself,
+which replays whatever it inserted but had not committed when it crashed or lost its
+partitions. So the sink drops a row whose id it has already inserted, or already holds
+in the batch (``dedup.RecentIds``, at most ``sink.dedup_max_ids`` ids per table). The
+memory is seeded from ClickHouse with the ids inserted in the last
+``sink.dedup_window_s`` seconds whenever partitions are assigned (at start-up and after
+a rebalance), because a replay is exactly the rows a previous owner inserted just before
+it stopped. A copy older than the window is still collapsed by ``FINAL``, not in the
+rollups. An insert retried after a failure first asks the table which of its ids are
+there already: a timeout may hide an insert that landed. ClickHouse's own insert
+deduplication does not help here: it matches whole identical blocks, and a replay is
+batched differently.
 """
 
 from __future__ import annotations
@@ -13,92 +33,221 @@ import asyncio
 import logging
 import signal
 import time
-from datetime import timezone
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from clickhouse_connect.driver.client import Client
 
 from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options
-from turnout.schemas.models import RoutingEvent
+from turnout.schemas.models import AvroRecord, Feedback, RoutingEvent
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
 
+from .dedup import RecentIds
 from .store import migrate, open_client
 
 log = logging.getLogger("turnout.sink")
-COLUMNS = list(RoutingEvent.model_fields)
 STAGE = "analytics-sink"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One topic into one table: its messages decode to ``record``, whose fields are the
+    table's columns; ``id_column`` identifies a row (the deduplication key); a message
+    that does not decode is dead-lettered with the reason ``invalid``."""
+
+    topic: str
+    record: type[AvroRecord]
+    table: str
+    id_column: str
+    invalid: str
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.record.model_fields)
+
+
+def sink_streams(settings: Settings) -> list[Stream]:
+    topics = settings.topics
+    return [
+        Stream(topics.events, RoutingEvent, "routing_events", "event_id", "invalid_event"),
+        Stream(topics.feedback, Feedback, "feedback", "feedback_id", "invalid_feedback"),
+    ]
+
+
+def record_row(record: AvroRecord, columns: list[str]) -> list:
+    """The row of ``record``: its fields in column order, timestamps in UTC."""
+    datum = record.model_dump()
+    return [_utc(datum[column]) for column in columns]
+
+
+COLUMNS = list(RoutingEvent.model_fields)  # routing_events' columns, in the record's order
 
 
 def event_row(event: RoutingEvent) -> list:
-    row = event.model_dump()
-    row["ts"] = event.ts.astimezone(timezone.utc)
-    return [row[column] for column in COLUMNS]
+    return record_row(event, COLUMNS)
+
+
+def _utc(value: Any) -> Any:
+    return value.astimezone(timezone.utc) if isinstance(value, datetime) else value
+
+
+class _Table:
+    """A stream's pending rows and its memory of the ids inserted recently."""
+
+    def __init__(self, stream: Stream, database: str, max_ids: int) -> None:
+        self.stream = stream
+        self.name = f"{database}.{stream.table}"
+        self.columns = stream.columns
+        self.id_index = self.columns.index(stream.id_column)
+        self.recent = RecentIds(max_ids)
+        self.rows: list[list] = []
+        self.unsure = False  # an insert of ``rows`` failed: it may have landed before its answer was lost
+
+    def take(self, row: list) -> bool:
+        """Buffer ``row`` unless its id was inserted or buffered already."""
+        if not self.recent.add(row[self.id_index]):
+            return False
+        self.rows.append(row)
+        return True
+
+
+class _Reseed(ConsumerRebalanceListener):
+    """Partitions assigned: the rows they replay may have been inserted by their previous
+    owner (or by this process before it restarted), so reload the recent ids first."""
+
+    def __init__(self) -> None:
+        self.pending = False  # the first assignment sets it, like every later one
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.pending = True
 
 
 class EventsSink:
-    def __init__(self, settings: Settings, client: Client, *, codec: AvroCodec | None = None) -> None:
+    def __init__(
+        self, settings: Settings, client: Client, *, codec: AvroCodec | None = None, streams: list[Stream] | None = None
+    ) -> None:
         self.settings = settings
         self.client = client
         self.codec = codec or codec_for(settings.kafka)
-        self.table = f"{settings.clickhouse.database}.routing_events"
-        self.inserted = 0
+        database, max_ids = settings.clickhouse.database, settings.sink.dedup_max_ids
+        self.tables = {s.topic: _Table(s, database, max_ids) for s in streams or sink_streams(settings)}
+        self.inserted = 0  # rows inserted, every table
+        self.duplicates = 0  # rows dropped because their id was inserted already
+        self.dead_lettered = 0
         self._stopping = asyncio.Event()
+        self._reseed = _Reseed()
 
     def stop(self) -> None:
-        """Finish: drain the topic up to its current end, flush, commit, return."""
+        """Finish: drain the topics up to their current end, flush, commit, return."""
         self._stopping.set()
 
+    @property
+    def _pending(self) -> int:
+        return sum(len(table.rows) for table in self.tables.values())
+
     async def run(self) -> None:
-        kafka = self.settings.kafka
-        consumer = AIOKafkaConsumer(self.settings.topics.events, **consumer_options(kafka, "sink", self.settings.sink.group_id))
+        kafka, sink = self.settings.kafka, self.settings.sink
+        consumer = AIOKafkaConsumer(**consumer_options(kafka, "sink", sink.group_id))
+        consumer.subscribe(list(self.tables), listener=self._reseed)
         producer = AIOKafkaProducer(**producer_options(kafka, "sink"))
         await producer.start()
         await consumer.start()
-        rows: list[list] = []
         uncommitted = False  # records consumed since the last commit
         last_flush = time.monotonic()
         try:
             while True:
                 stopping = self._stopping.is_set()
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.sink.batch_size)
-                for batch in batches.values():
+                batches = await consumer.getmany(timeout_ms=200, max_records=sink.batch_size)
+                if self._reseed.pending:  # before any record of the new assignment is judged
+                    self._reseed.pending = False
+                    await self._load_recent_ids()
+                for tp, batch in batches.items():
+                    table = self.tables[tp.topic]
                     for record in batch:
                         uncommitted = True
-                        row = await self._row(record, producer)
-                        if row is not None:
-                            rows.append(row)
-                due = time.monotonic() - last_flush >= self.settings.sink.flush_interval_s
-                if rows and (len(rows) >= self.settings.sink.batch_size or due or stopping):
-                    await self._insert_with_retry(rows)
-                    rows = []
+                        row = await self._row(table.stream, record, producer)
+                        if row is not None and not table.take(row):
+                            self.duplicates += 1
+                due = time.monotonic() - last_flush >= sink.flush_interval_s
+                pending = self._pending
+                if pending and (pending >= sink.batch_size or due or stopping):
+                    await self._flush()
                     last_flush = time.monotonic()
-                if uncommitted and not rows:  # only what is in ClickHouse (or dead-lettered) is committed
-                    await consumer.commit()
+                if uncommitted and not self._pending:  # only what is in ClickHouse (or dead-lettered) is committed
+                    await self._commit(consumer)
                     uncommitted = False
-                if stopping and not batches and not rows and await self._caught_up(consumer):
+                if stopping and not batches and not self._pending and await self._caught_up(consumer):
                     break
         finally:
             await consumer.stop()
             await producer.stop()
 
-    async def _row(self, record, producer: AIOKafkaProducer) -> list | None:
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        await consumer.commit()
+
+    async def _row(self, stream: Stream, record, producer: AIOKafkaProducer) -> list | None:
         try:
-            return event_row(self.codec.decode(record.value or b"", RoutingEvent))
+            return record_row(self.codec.decode(record.value or b"", stream.record), stream.columns)
         except DecodeError as exc:
-            headers = dlq_headers(f"invalid_event: {exc}", STAGE, record.topic, record.partition, record.offset)
+            headers = dlq_headers(f"{stream.invalid}: {exc}", STAGE, record.topic, record.partition, record.offset)
             await (await producer.send(self.settings.topics.dlq, value=record.value or b"", key=record.key, headers=headers))
+            self.dead_lettered += 1
             return None
 
-    async def _insert_with_retry(self, rows: list[list]) -> None:
+    async def _flush(self) -> None:
+        for table in self.tables.values():
+            if table.rows:
+                self.inserted += await self._retrying(f"insert of {len(table.rows)} rows into {table.name}", self._insert, table)
+                table.rows = []
+
+    def _insert(self, table: _Table) -> int:
+        """Insert the table's pending rows; after a failed attempt, only those whose id is
+        not in the table yet (a timeout may hide an insert that did land)."""
+        rows = table.rows
+        if table.unsure:
+            ids = [row[table.id_index] for row in rows]
+            sql = f"SELECT {table.stream.id_column} FROM {table.name} WHERE {table.stream.id_column} IN {{ids:Array(String)}}"
+            landed = {row[0] for row in self.client.query(sql, parameters={"ids": ids}).result_rows}
+            self.duplicates += len(landed)
+            rows = [row for row in rows if row[table.id_index] not in landed]
+        table.unsure = True
+        if rows:
+            self.client.insert(table.name, rows, column_names=table.columns)
+        table.unsure = False
+        return len(rows)
+
+    async def _load_recent_ids(self) -> None:
+        window_s = self.settings.sink.dedup_window_s
+        if window_s <= 0:
+            return
+        for table in self.tables.values():
+            sql = (
+                f"SELECT {table.stream.id_column} FROM {table.name} "
+                f"WHERE inserted_at >= now64(3) - toIntervalMillisecond({int(window_s * 1000)}) "
+                f"ORDER BY inserted_at DESC LIMIT {table.recent.max_ids}"
+            )
+            result = await self._retrying(f"loading the ids recently inserted into {table.name}", self.client.query, sql)
+            table.recent.update(row[0] for row in reversed(result.result_rows))  # oldest first
+            log.info("remembering %d ids recently inserted into %s", len(table.recent), table.name)
+
+    @staticmethod
+    async def _retrying(what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``call`` in a thread until it succeeds: the store is down or refusing, so keep
+        what we hold, wait (backing off up to 30 s), try again."""
         delay = 0.5
         while True:
             try:
-                await asyncio.to_thread(self.client.insert, self.table, rows, column_names=COLUMNS)
-                self.inserted += len(rows)
-                return
-            except Exception as exc:  # the store is down or refusing: keep the rows, wait, try again
-                log.warning("insert of %d events failed (%s); retrying in %.1fs", len(rows), exc, delay)
+                return await asyncio.to_thread(call, *args, **kwargs)
+            except Exception as exc:
+                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -127,6 +276,6 @@ def run_sink(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, sink.stop)
         await sink.run()
-        log.info("sink stopped after inserting %d events", sink.inserted)
+        log.info("sink stopped after inserting %d rows (%d duplicates dropped, %d dead-lettered)", sink.inserted, sink.duplicates, sink.dead_lettered)
 
     asyncio.run(main())

@@ -1,19 +1,22 @@
-"""The publishing SDK: put requests on ``<prefix>.requests`` and await their responses.
+"""The publishing SDK: put requests on ``<prefix>.requests`` and await their responses,
+and put quality scores about the answers on ``<prefix>.feedback``.
 
 ``TurnoutClient`` keys each request by its id (so one request's redeliveries stay on one
 partition and in order) and correlates responses by id on the reply topic it reads.
+Feedback is keyed by the id of the request it judges; ``publish_feedback`` sends it
+without a client (no reply topic to read), for jobs and the ``turnout feedback`` command.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from turnout.schemas.kafka import consumer_options, producer_options
-from turnout.schemas.models import ChatMessage, InferenceRequest, InferenceResponse
+from turnout.schemas.models import ChatMessage, Feedback, InferenceRequest, InferenceResponse
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import KafkaSettings
 from turnout.schemas.topics import Topics
@@ -35,6 +38,21 @@ def new_request(prompt: str, tenant: str = "default", *, system: str | None = No
 def new_embedding_request(texts: Iterable[str], tenant: str = "default", **fields: object) -> InferenceRequest:
     """A request to embed ``texts``; its response's ``embeddings`` hold one vector per text, in order."""
     return InferenceRequest(id=fields.pop("id", None) or uuid.uuid4().hex, tenant=tenant, input=list(texts), **fields)  # type: ignore[arg-type]
+
+
+async def publish_feedback(kafka: KafkaSettings, feedback: Sequence[Feedback], *, codec: AvroCodec | None = None) -> None:
+    """Publish ``feedback`` and wait for the broker's acknowledgement of each."""
+    producer = AIOKafkaProducer(**producer_options(kafka, "feedback"))
+    await producer.start()
+    try:
+        await _send_feedback(producer, codec or codec_for(kafka), Topics(kafka.topic_prefix).feedback, feedback)
+    finally:
+        await producer.stop()
+
+
+async def _send_feedback(producer: AIOKafkaProducer, codec: AvroCodec, topic: str, feedback: Sequence[Feedback]) -> None:
+    pending = [await producer.send(topic, value=codec.encode(item), key=item.request_id.encode()) for item in feedback]
+    await asyncio.gather(*pending)
 
 
 class TurnoutClient:
@@ -81,6 +99,20 @@ class TurnoutClient:
             ids.append(request.id)
         await asyncio.gather(*pending)
         return ids
+
+    async def send_feedback(
+        self, request_id: str, *, tenant: str, metric: str, score: float, comment: str = "", source: str = "", feedback_id: str = ""
+    ) -> Feedback:
+        """Publish a quality score about an answered request and return the record sent.
+
+        Without ``feedback_id``, it is derived from the request, the metric and the source:
+        sending the same judgement again is stored once; a second opinion needs another
+        source (or its own id)."""
+        feedback = Feedback(
+            feedback_id=feedback_id, request_id=request_id, tenant=tenant, metric=metric, score=score, comment=comment, source=source
+        )
+        await _send_feedback(self._producer, self.codec, self.topics.feedback, [feedback])
+        return feedback
 
     async def publish_raw(self, value: bytes, key: bytes | None = None) -> None:
         """Publish bytes as they are (for tests and tools that bring their own encoding)."""

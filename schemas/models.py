@@ -257,6 +257,33 @@ class RoutingEvent(AvroRecord):
         return f"{request_id}:{'shadow:' if shadow else ''}{kind}:{attempt}"
 
 
+class Feedback(AvroRecord):
+    """A quality score a service publishes about one request, on ``<prefix>.feedback``."""
+
+    avro_name: ClassVar[str] = "turnout.Feedback"
+    feedback_id: str = ""
+    request_id: str = Field(min_length=1)
+    tenant: str = Field(min_length=1)
+    metric: str = Field(min_length=1)
+    score: float = Field(allow_inf_nan=False)
+    comment: str = ""
+    source: str = ""
+    ts: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _default_id(self) -> Feedback:
+        """Without an explicit id, one judgement per request, metric and source: a client
+        that sends the same judgement twice (a retry after a lost acknowledgement) is
+        stored once, by the sink and by the table's key alike."""
+        if not self.feedback_id:
+            self.feedback_id = self.make_id(self.request_id, self.metric, self.source)
+        return self
+
+    @staticmethod
+    def make_id(request_id: str, metric: str, source: str = "") -> str:
+        return f"{request_id}:{metric}:{source}"
+
+
 class DeploymentHealth(AvroRecord):
     """A worker replica's health report; the router sums backlogs per model."""
 

@@ -154,6 +154,18 @@ class SinkSettings(Section):
     batch_size: int = Field(default=5_000, ge=1)
     flush_interval_s: float = Field(default=1.0, gt=0)
     group_id: str = "turnout-analytics-sink"
+    dedup_window_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="at start-up (and on every partition assignment) the sink loads the ids inserted in the last dedup_window_s seconds "
+        "and drops records carrying one of them, so that a replay after a crash or a rebalance never reaches the rollups twice; 0 loads none",
+    )
+    dedup_max_ids: int = Field(
+        default=500_000,
+        ge=1,
+        description="the most ids remembered per table (the oldest are forgotten first): the bound on the sink's memory for deduplication, "
+        "about 100 bytes per id; keep it above the rows a dedup_window_s holds at peak",
+    )
 
 
 class SimulatorProfile(Section):

@@ -74,6 +74,30 @@ def sink(config: str | None) -> None:
 
 @cli.command()
 @config_option
+@click.argument("request_id")
+@click.option("--tenant", required=True, help="tenant of the request judged")
+@click.option("--metric", required=True, help="what was measured: rating, thumbs, accuracy, ...")
+@click.option("--score", type=float, required=True)
+@click.option("--comment", default="", help="free text kept with the score")
+@click.option("--source", default="", help="who judged (part of the default feedback id)")
+def feedback(config: str | None, request_id: str, tenant: str, metric: str, score: float, comment: str, source: str) -> None:
+    """Publish a quality score about an answered request (feedback topic -> ClickHouse)."""
+    from pydantic import ValidationError
+
+    from turnout.producers.client import publish_feedback
+    from turnout.schemas.models import Feedback
+
+    settings = _settings(config)
+    try:
+        record = Feedback(request_id=request_id, tenant=tenant, metric=metric, score=score, comment=comment, source=source)
+    except ValidationError as exc:
+        raise click.ClickException(str(exc)) from None
+    asyncio.run(publish_feedback(settings.kafka, [record]))
+    console.print(f"feedback {record.feedback_id} published on {settings.topics.feedback}")
+
+
+@cli.command()
+@config_option
 @click.option("--port", type=int, default=None, help="overrides simulator.port")
 def simulator(config: str | None, port: int | None) -> None:
     """Serve the simulated OpenAI-compatible backend."""

@@ -1,5 +1,8 @@
-"""The events sink on the real broker and chDB: batches, retries through a ClickHouse
-outage, commits offsets only after the insert, and never counts an event twice."""
+"""The analytics sink on the real broker and chDB: batches, retries through a ClickHouse
+outage, commits offsets only after the insert, stores feedback beside the events, sends
+what does not decode to the DLQ, and never counts a row twice: not in a plain count(),
+not in the rollups the materialized view computes from inserted blocks, not after a
+restart that replays what was inserted but not committed."""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ from turnout.admin import create_topics
 from turnout.analytics.sink import EventsSink
 from turnout.analytics.store import migrate, open_client
 from turnout.embedded import EmbeddedBroker
-from turnout.schemas.models import RoutingEvent
+from turnout.producers.client import TurnoutClient, publish_feedback
+from turnout.schemas.kafka import DLQ_REASON, DLQ_TOPIC
+from turnout.schemas.models import Feedback, RoutingEvent
 from turnout.schemas.serde import AvroCodec
 from turnout.schemas.settings import load_settings
 
@@ -34,6 +39,26 @@ class OutageClient:
             raise ConnectionError("ClickHouse is down")
         return self._client.insert(*args, **kwargs)
 
+    def __getattr__(self, name):  # queries go through: only inserts are refused
+        return getattr(self._client, name)
+
+
+class LostAnswerClient(OutageClient):
+    """Its first insert lands, then fails as if the answer had timed out on the way back."""
+
+    def insert(self, *args, **kwargs):
+        self._client.insert(*args, **kwargs)
+        if self.refused < self.failures:
+            self.refused += 1
+            raise TimeoutError("read timed out")
+
+
+class NeverCommits(EventsSink):
+    """A sink that dies between its insert and its commit, every time."""
+
+    async def _commit(self, consumer) -> None:
+        pass
+
 
 @pytest.fixture
 def sink_env(tmp_path, monkeypatch):
@@ -45,7 +70,10 @@ def sink_env(tmp_path, monkeypatch):
         asyncio.run(create_topics(settings))
         client = open_client(settings.clickhouse)
         migrate(client, settings.clickhouse.database)
-        yield settings, client
+        try:
+            yield settings, client
+        finally:
+            client.close()  # chDB serves one directory per process: free it even when the test failed
 
 
 def events(n: int, start: int = 0) -> list[RoutingEvent]:
@@ -55,23 +83,25 @@ def events(n: int, start: int = 0) -> list[RoutingEvent]:
     ]
 
 
-async def publish(settings, records: list[RoutingEvent]) -> None:
+async def publish(settings, records: list[RoutingEvent | Feedback | bytes], topic: str | None = None) -> None:
+    """Records (or raw bytes) in order, on the events topic unless ``topic`` says otherwise."""
     codec = AvroCodec()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     await producer.start()
     try:
-        for event in records:
-            await producer.send(settings.topics.events, codec.encode(event), key=event.request_id.encode())
+        for record in records:
+            value = record if isinstance(record, bytes) else codec.encode(record)
+            await producer.send(topic or settings.topics.events, value, key=b"k" if isinstance(record, bytes) else record.request_id.encode())
         await producer.flush()
     finally:
         await producer.stop()
 
 
-async def committed_total(settings) -> int:
+async def committed_total(settings, topic: str | None = None) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=settings.sink.group_id, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(settings.topics.events, p) for p in range(settings.kafka.partitions)]
+        partitions = [TopicPartition(topic or settings.topics.events, p) for p in range(settings.kafka.partitions)]
         total = 0
         for tp in partitions:
             total += (await consumer.committed(tp)) or 0
@@ -95,6 +125,19 @@ async def run_until(sink: EventsSink, condition, limit_s: float = 60) -> None:
 
 def count(client, settings) -> int:
     return client.query(f"SELECT count() FROM {settings.clickhouse.database}.routing_events FINAL").result_rows[0][0]
+
+
+def plain_counts(client, settings, table: str = "routing_events") -> int:
+    """What the rows say without FINAL: what a materialized view saw inserted."""
+    return client.query(f"SELECT count() FROM {settings.clickhouse.database}.{table}").result_rows[0][0]
+
+
+def rollup_events(client, settings) -> int:
+    return client.query(f"SELECT sum(events) FROM {settings.clickhouse.database}.routing_rollup_1m").result_rows[0][0]
+
+
+def feedback(request_id: str, score: float = 4.0, **fields) -> Feedback:
+    return Feedback(request_id=request_id, tenant="t", metric="rating", score=score, **fields)
 
 
 async def test_an_outage_delays_rows_but_loses_and_duplicates_none(sink_env):
@@ -135,8 +178,97 @@ async def test_redelivered_events_are_counted_once(sink_env):
     batch = events(100)
     await publish(settings, batch + batch[:40])  # the first 40 delivered twice
     sink = EventsSink(settings, client)
-    await run_until(sink, lambda: sink.inserted >= 140)
+    await run_until(sink, lambda: sink.inserted + sink.duplicates >= 140)
+    assert sink.duplicates == 40
     assert count(client, settings) == 100
+    assert plain_counts(client, settings) == 100  # never inserted, so never seen by the rollups
+    assert rollup_events(client, settings) == 100
+
+
+async def test_a_replay_after_a_crash_before_the_commit_is_not_inserted_again(sink_env):
+    settings, client = sink_env
+    await publish(settings, events(60))
+    await publish(settings, [feedback(f"r{i}") for i in range(20)], settings.topics.feedback)
+    crashed = NeverCommits(settings, client)
+    await run_until(crashed, lambda: crashed.inserted >= 80)
+    assert crashed.inserted == 80
+    assert await committed_total(settings) == 0  # everything will be delivered again
+
+    restarted = EventsSink(settings, client)  # a new process: only ClickHouse remembers
+    await run_until(restarted, lambda: restarted.duplicates >= 80)
+
+    assert restarted.inserted == 0
+    assert restarted.duplicates == 80
+    assert plain_counts(client, settings) == 60
+    assert rollup_events(client, settings) == 60
+    assert plain_counts(client, settings, "feedback") == 20
+    assert await committed_total(settings) == 60
+    assert await committed_total(settings, settings.topics.feedback) == 20
+
+
+async def test_an_insert_that_landed_but_timed_out_is_not_inserted_again(sink_env):
+    settings, client = sink_env
+    await publish(settings, events(30))
+    lost = LostAnswerClient(client, failures=1)
+    sink = EventsSink(settings, lost)  # type: ignore[arg-type]
+    await run_until(sink, lambda: lost.refused >= 1 and not sink._pending and sink.inserted + sink.duplicates >= 30)
+    assert lost.refused == 1
+    assert plain_counts(client, settings) == 30
+    assert rollup_events(client, settings) == 30
+
+
+async def test_feedback_lands_in_clickhouse_once(sink_env):
+    settings, client = sink_env
+    async with TurnoutClient(settings.kafka) as turnout:
+        sent = await turnout.send_feedback("r1", tenant="acme", metric="thumbs", score=1, comment="great ✓", source="app")
+    await publish_feedback(settings.kafka, [feedback("r2", 2.5), feedback("r3", 5, feedback_id="fb-3")])
+    await publish_feedback(settings.kafka, [feedback("r2", 2.5)])  # the same judgement again: a client's retry
+    sink = EventsSink(settings, client)
+    await run_until(sink, lambda: sink.inserted + sink.duplicates >= 4)
+
+    rows = client.query(
+        f"SELECT feedback_id, request_id, tenant, metric, score, comment, source, ts FROM {settings.clickhouse.database}.feedback ORDER BY request_id"
+    ).result_rows
+    assert [row[:7] for row in rows] == [
+        ("r1:thumbs:app", "r1", "acme", "thumbs", 1.0, "great ✓", "app"),
+        ("r2:rating:", "r2", "t", "rating", 2.5, "", ""),
+        ("fb-3", "r3", "t", "rating", 5.0, "", ""),
+    ]
+    assert rows[0][7] == sent.ts.replace(tzinfo=None)  # DateTime64(3, 'UTC') comes back naive, in UTC
+    assert sink.duplicates == 1
+    assert await committed_total(settings, settings.topics.feedback) == 4
+
+
+async def test_bad_feedback_goes_to_the_dlq_and_the_next_is_stored(sink_env):
+    settings, client = sink_env
+    wrong_record = AvroCodec().encode(events(1)[0])  # valid Avro, but an event, on the feedback topic
+    await publish(settings, [b"not avro", wrong_record, feedback("r-good")], settings.topics.feedback)
+    sink = EventsSink(settings, client)
+    await run_until(sink, lambda: sink.inserted >= 1 and sink.dead_lettered >= 2)
+
+    assert client.query(f"SELECT request_id FROM {settings.clickhouse.database}.feedback").result_rows == [("r-good",)]
+    dead = await read_topic(settings, settings.topics.dlq, 2)
+    reasons = sorted(dict(record.headers)[DLQ_REASON].decode() for record in dead)
+    assert reasons[0].startswith("invalid_feedback: Avro body does not decode")
+    assert reasons[1].startswith("invalid_feedback: not Turnout Avro")
+    assert {dict(record.headers)[DLQ_TOPIC].decode() for record in dead} == {settings.topics.feedback}
+    assert sorted(record.value for record in dead) == sorted([b"not avro", wrong_record])
+    assert await committed_total(settings, settings.topics.feedback) == 3
+
+
+async def read_topic(settings, topic: str, n: int, limit_s: float = 30) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        records: list = []
+        for _ in range(int(limit_s / 0.2)):
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+            if len(records) >= n:
+                break
+        return records
+    finally:
+        await consumer.stop()
 
 
 async def test_an_attempts_confidence_is_stored_and_an_unjudged_one_stays_null(sink_env):
@@ -148,3 +280,22 @@ async def test_an_attempts_confidence_is_stored_and_an_unjudged_one_stays_null(s
     await run_until(sink, lambda: sink.inserted >= 2)
     rows = client.query(f"SELECT event_id, confidence FROM {settings.clickhouse.database}.routing_events FINAL ORDER BY event_id").result_rows
     assert [(event_id, None if c is None else round(c, 6)) for event_id, c in rows] == [("e-judged", 0.3), ("e-plain", None)]
+
+
+async def test_the_feedback_command_publishes_what_the_sink_stores(sink_env):
+    from click.testing import CliRunner
+
+    from turnout.cli import cli
+
+    settings, client = sink_env
+    args = ["feedback", "req-9", "--config", str(CONFIG), "--tenant", "acme", "--metric", "accuracy", "--score", "0.75", "--comment", "close"]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args)  # the command runs its own event loop
+    assert result.exit_code == 0, result.output
+    assert "req-9:accuracy:" in result.output
+    refused = await asyncio.to_thread(CliRunner().invoke, cli, ["feedback", "", "--config", str(CONFIG), "--tenant", "t", "--metric", "m", "--score", "1"])
+    assert refused.exit_code == 1 and "request_id" in refused.output
+
+    sink = EventsSink(settings, client)
+    await run_until(sink, lambda: sink.inserted >= 1)
+    rows = client.query(f"SELECT feedback_id, tenant, metric, score, comment FROM {settings.clickhouse.database}.feedback").result_rows
+    assert rows == [("req-9:accuracy:", "acme", "accuracy", 0.75, "close")]

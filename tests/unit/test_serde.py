@@ -31,6 +31,7 @@ from turnout.schemas.catalog import AVRO_DIR, SchemaCatalog, bundled_catalog, sc
 from turnout.schemas.models import (
     AvroRecord,
     ErrorInfo,
+    Feedback,
     InferenceRequest,
     InferenceResponse,
     RoutedRequest,
@@ -54,6 +55,10 @@ RECORDS = {
     ),
     "event": full_event(),
     "event-defaults": RoutingEvent(event_id="r:decision:0", request_id="r", tenant="t", kind="decision", ts=T0),
+    "feedback": Feedback(
+        feedback_id="fb-1", request_id="r", tenant="t", metric="rating", score=4.5, comment="ünïcödé ✓", source="app", ts=T0
+    ),
+    "feedback-defaults": Feedback(request_id="r", tenant="t", metric="thumbs", score=-1.0, ts=T0),
 }
 
 
@@ -80,7 +85,7 @@ def test_single_object_round_trip(record: AvroRecord) -> None:
 
 def test_every_record_type_in_models_is_covered() -> None:
     covered = {type(r) for r in RECORDS.values()}
-    assert covered == {InferenceRequest, RoutedRequest, InferenceResponse, RoutingEvent}
+    assert covered == {InferenceRequest, RoutedRequest, InferenceResponse, RoutingEvent, Feedback}
 
 
 def test_timestamps_come_back_as_aware_utc_datetimes() -> None:
