@@ -307,6 +307,24 @@ def dashboard(config: str | None, host: str, port: int) -> None:
     run_dashboard(_open_store(settings), settings.clickhouse.database, settings.fleet, host, port, announce=console.print)
 
 
+@cli.group()
+def grafana() -> None:
+    """Grafana provisioning for production, generated from the analytics SQL."""
+
+
+@grafana.command("export")
+@config_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="deploy/grafana", show_default=True, help="directory docker-compose.yml mounts")
+def grafana_export(config: str | None, out_dir: str) -> None:
+    """Write the ClickHouse data source, the dashboard provider and the Turnout dashboard
+    (every panel's SQL from analytics/queries) for Grafana to provision at start-up."""
+    from turnout.analytics.grafana import export
+
+    settings = _settings(config)
+    for path in export(Path(out_dir), settings.clickhouse.database):
+        console.print(f"wrote {path}")
+
+
 @cli.command()
 @config_option
 @click.option("--workdir", type=click.Path(file_okay=False), default=".turnout/dev", show_default=True)

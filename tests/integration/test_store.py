@@ -21,7 +21,9 @@ T0 = datetime(2026, 11, 29, 9, 58, tzinfo=timezone.utc)
 def client(tmp_path):
     import clickhouse_connect
 
-    return clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'chdb'}")
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'chdb'}")
+    yield client
+    client.close()  # chDB holds one store per process: the next test opens its own
 
 
 def generated_events(n: int, seed: int = 3) -> list[RoutingEvent]:

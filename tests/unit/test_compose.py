@@ -35,7 +35,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DEPLOY_CONFIG = ROOT / "deploy" / "turnout.toml"
 
-INFRA_SERVICES = {"kafka", "clickhouse"}
+INFRA_SERVICES = {"kafka", "clickhouse", "grafana"}  # third-party images, not the turnout command
 # TURNOUT_* variables that are read outside Settings, with where they are read.
 NON_SETTINGS_VARS = {CONFIG_ENV, "TURNOUT_LOG_LEVEL"}
 
@@ -412,3 +412,14 @@ def test_interpolation() -> None:
     assert interpolate("$${A}") == "${A}"
     with pytest.raises(ValueError):
         interpolate("${KEY:?set KEY}")
+
+
+def test_grafana_is_provisioned_from_the_generated_files_with_the_clickhouse_plugin() -> None:
+    grafana = SERVICES["grafana"]
+    assert "grafana-clickhouse-datasource" in grafana["environment"]["GF_INSTALL_PLUGINS"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in grafana["volumes"] if volume.startswith("./")}
+    assert mounts == {"/etc/grafana/provisioning": "./deploy/grafana/provisioning", "/var/lib/grafana/dashboards": "./deploy/grafana/dashboards"}
+    for source in mounts.values():
+        assert (ROOT / source).is_dir(), f"{source} is missing: run `turnout grafana export -c deploy/turnout.toml`"
+    # the data source reads the password from Grafana's environment: the same one ClickHouse gets
+    assert grafana["environment"]["CLICKHOUSE_PASSWORD"] == SERVICES["clickhouse"]["environment"]["CLICKHOUSE_PASSWORD"]
