@@ -89,10 +89,16 @@ def traffic(client: Client, database: str, shown: DashboardWindow) -> dict:
     """Totals and time series per dimension and key, from ``dashboard_traffic.sql`` on
     the hourly rollups when the buckets are whole hours (a month is 720 rows per key
     instead of 43,200), else on the per-minute ones."""
-    table, column = ("routing_rollup_1h", "hour") if shown.bucket_s % 3600 == 0 else ("routing_rollup_1m", "minute")
-    parameters = {**shown.window.parameters(), "bucket_s": shown.bucket_s, "rollup": table, "rollup_time": column}
+    parameters = {**_rollup(shown), "bucket_s": shown.bucket_s}
     result = client.query(query_sql("dashboard_traffic", database), parameters=parameters)
     return traffic_payload(result.named_results(), shown)
+
+
+def _rollup(shown: DashboardWindow) -> dict:
+    """The window's parameters and the rollup that covers it exactly: the hourly one when
+    its buckets (and so its bounds) are whole hours, else the per-minute one."""
+    table, column = ("routing_rollup_1h", "hour") if shown.bucket_s % 3600 == 0 else ("routing_rollup_1m", "minute")
+    return {**shown.window.parameters(), "rollup": table, "rollup_time": column}
 
 
 def traffic_payload(rows, shown: DashboardWindow) -> dict:
@@ -144,9 +150,12 @@ def savings(client: Client, database: str, shown: DashboardWindow, fleet: Mappin
 
 
 def quality(client: Client, database: str, shown: DashboardWindow) -> dict:
-    """``questions.quality``: rates per route, and feedback scores once there are any."""
-    tables = questions.quality(client, database, shown.window)
-    return {"window": shown.as_dict(), "routes": tables[0].as_dicts(), "feedback": tables[1].as_dicts() if len(tables) > 1 else []}
+    """Rates per route from the rollups (``dashboard_quality.sql``: the per-request
+    reading of ``questions.quality`` scans the raw events, seconds at millions of them),
+    and feedback scores once there are any."""
+    routes = client.query(query_sql("dashboard_quality", database), parameters=_rollup(shown)).named_results()
+    feedback = questions.feedback(client, database, shown.window) if questions.has_feedback(client, database) else None
+    return {"window": shown.as_dict(), "routes": list(routes), "feedback": feedback.as_dicts() if feedback else []}
 
 
 VERDICT_ORDER = {"regression": 0, "improvement": 1, "unchanged": 2, "too few samples": 3}

@@ -84,8 +84,13 @@ def quality(client: Client, database: str, window: Window) -> list[Table]:
     once the feedback table exists."""
     tables = [run(client, database, "quality", "quality per route", window.parameters())]
     if has_feedback(client, database):
-        tables.append(run(client, database, "feedback", "feedback per route and metric", window.parameters()))
+        tables.append(feedback(client, database, window))
     return tables
+
+
+def feedback(client: Client, database: str, window: Window) -> Table:
+    """Mean feedback score per route and metric (the feedback table must exist)."""
+    return run(client, database, "feedback", "feedback per route and metric", window.parameters())
 
 
 def savings(client: Client, database: str, window: Window, fleet: Mapping[str, ModelDeployment]) -> Table:

@@ -24,6 +24,7 @@ def _slip_fields(slip: RoutedRequest, kind: str, attempt: int = 0) -> dict:
         "policy_version": slip.policy_version,
         "task_type": signals.task_type,
         "fallback_depth": slip.step,
+        "escalated": slip.current.role == "escalation",
         "shadow": slip.shadow,
         "language": signals.language,
         "complexity": signals.complexity,

@@ -249,6 +249,7 @@ class RoutingEvent(AvroRecord):
     cache_hit: bool = False
     validation: str = ""
     confidence: float | None = None
+    escalated: bool = False
 
     @staticmethod
     def make_id(request_id: str, kind: str, attempt: int = 0, shadow: bool = False) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -10,7 +11,9 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -143,10 +146,11 @@ def topics_create(config: str | None) -> None:
 @config_option
 def migrate(config: str | None) -> None:
     """Apply pending ClickHouse migrations."""
-    from turnout.analytics.store import migrate as apply, open_client
+    from turnout.analytics.store import migrate as apply
 
     settings = _settings(config)
-    applied = apply(open_client(settings.clickhouse), settings.clickhouse.database)
+    with _open_store(settings) as client:
+        applied = apply(client, settings.clickhouse.database)
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
@@ -160,23 +164,30 @@ def report(config: str | None, as_json: bool) -> None:
     from .render import print_report
 
     settings = _settings(config)
-    tables = build_report(_open_store(settings), settings.clickhouse.database)
+    with _open_store(settings) as client:
+        tables = build_report(client, settings.clickhouse.database)
     if as_json:
         click.echo(json.dumps({t.title: t.as_dicts() for t in tables}, default=str, indent=2))
     else:
         print_report(console, tables)
 
 
-def _open_store(settings: Settings):
-    """The analytics store's client, or a clear error naming the usual cause."""
+@contextlib.contextmanager
+def _open_store(settings: Settings) -> Iterator[Any]:
+    """The analytics store's client, or a clear error naming the usual cause; closed on
+    exit (embedded chDB serves one directory per process until its client is closed)."""
     from turnout.analytics.store import open_client
 
     try:
-        return open_client(settings.clickhouse)
+        client = open_client(settings.clickhouse)
     except Exception as exc:
         raise click.ClickException(
             f"cannot open the analytics store ({exc}); with embedded chDB, stop the process that owns it (the sink) first"
         ) from None
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -202,7 +213,8 @@ def _answer(config: str | None, as_json: bool, ask) -> None:
     from .render import print_tables
 
     settings = _settings(config)
-    tables = ask(_open_store(settings), settings.clickhouse.database, settings)
+    with _open_store(settings) as client:
+        tables = ask(client, settings.clickhouse.database, settings)
     if as_json:
         click.echo(json.dumps({t.title: t.as_dicts() for t in tables}, default=str, indent=2))
     else:
@@ -277,16 +289,17 @@ def regressions(config, recent, baseline, policy, model, since, alpha, min_sampl
     if policy and model:
         raise click.UsageError("compare either --policy A B or --model A B, not both")
     settings = _settings(config)
-    client, database = _open_store(settings), settings.clickhouse.database
+    database = settings.clickhouse.database
     criteria = detect.Criteria(alpha=alpha, min_samples=min_samples, min_effect=min_effect)
-    try:
-        if policy or model:
-            column, (a, b) = ("policy_version", policy) if policy else ("model", model)
-            comparison = detect.compare_versions(client, database, column, a, b, Window.last(since), criteria)
-        else:
-            comparison = detect.compare_windows(client, database, recent, baseline, None, criteria)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    with _open_store(settings) as client:
+        try:
+            if policy or model:
+                column, (a, b) = ("policy_version", policy) if policy else ("model", model)
+                comparison = detect.compare_versions(client, database, column, a, b, Window.last(since), criteria)
+            else:
+                comparison = detect.compare_windows(client, database, recent, baseline, None, criteria)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     if as_json:
         click.echo(json.dumps(comparison.as_dict(), default=str, indent=2))
     else:
@@ -304,7 +317,8 @@ def dashboard(config: str | None, host: str, port: int) -> None:
     from turnout.analytics.dashboard import run_dashboard
 
     settings = _settings(config)
-    run_dashboard(_open_store(settings), settings.clickhouse.database, settings.fleet, host, port, announce=console.print)
+    with _open_store(settings) as client:
+        run_dashboard(client, settings.clickhouse.database, settings.fleet, host, port, announce=console.print)
 
 
 @cli.group()

@@ -6,6 +6,10 @@
 -- The table is rebuilt under its own name: same columns, new key, rows copied, then the
 -- two tables swapped in one atomic EXCHANGE (an Atomic database, the default) and the
 -- old one dropped. Apply it before any sink inserts (sinks run `migrate` at start-up).
+-- 0. Events on a plan's escalation step say so (a request escalated to get there): the
+-- rollups count escalations apart from fallbacks without regrouping events per request.
+ALTER TABLE {db}.routing_events ADD COLUMN IF NOT EXISTS escalated UInt8 DEFAULT 0;
+
 CREATE TABLE IF NOT EXISTS {db}.routing_events_by_time AS {db}.routing_events
 ENGINE = ReplacingMergeTree(inserted_at)
 PARTITION BY toYYYYMM(ts)
@@ -19,8 +23,8 @@ DROP TABLE IF EXISTS {db}.routing_events_by_time;
 
 -- 2. Rollups per minute and per hour, so that dashboards stay fast as the raw events
 -- grow: one row per time bucket and combination of tenant, route, model, event kind and
--- shadow flag, holding counts (events, errors, fallbacks, cache hits, structured-output
--- validations and their outcomes), sums (tokens, cost, latency) and a t-digest state of
+-- shadow flag, holding counts (events, errors, fallbacks, escalations, cache hits,
+-- structured-output validations and their outcomes), sums (tokens, cost, latency) and a t-digest state of
 -- the latency. Group by route or by model at query time (both are in the key); merge
 -- the quantile states with quantilesTDigestMerge(0.5, 0.95, 0.99)(latency). The minute
 -- table serves recent windows, the hour table long ones (a week is 168 buckets).
@@ -43,6 +47,7 @@ CREATE TABLE IF NOT EXISTS {db}.routing_rollup_1m
     events          SimpleAggregateFunction(sum, UInt64),
     errors          SimpleAggregateFunction(sum, UInt64),
     fell_back       SimpleAggregateFunction(sum, UInt64),
+    escalations     SimpleAggregateFunction(sum, UInt64),
     cache_hits      SimpleAggregateFunction(sum, UInt64),
     validated       SimpleAggregateFunction(sum, UInt64),
     valid           SimpleAggregateFunction(sum, UInt64),
@@ -69,6 +74,7 @@ CREATE TABLE IF NOT EXISTS {db}.routing_rollup_1h
     events          SimpleAggregateFunction(sum, UInt64),
     errors          SimpleAggregateFunction(sum, UInt64),
     fell_back       SimpleAggregateFunction(sum, UInt64),
+    escalations     SimpleAggregateFunction(sum, UInt64),
     cache_hits      SimpleAggregateFunction(sum, UInt64),
     validated       SimpleAggregateFunction(sum, UInt64),
     valid           SimpleAggregateFunction(sum, UInt64),
@@ -90,7 +96,8 @@ SELECT
     tenant, route, model, kind, shadow,
     toUInt64(count())                                       AS events,
     toUInt64(countIf(status = 'error'))                     AS errors,
-    toUInt64(countIf(fallback_depth > 0))                   AS fell_back,
+    toUInt64(countIf(fallback_depth > 0 AND escalated = 0)) AS fell_back,
+    toUInt64(countIf(escalated = 1))                        AS escalations,
     toUInt64(countIf(cache_hit = 1))                        AS cache_hits,
     toUInt64(countIf(validation != ''))                     AS validated,
     toUInt64(countIf(validation IN ('passed', 'repaired', 'reasked'))) AS valid,
@@ -110,7 +117,8 @@ SELECT
     tenant, route, model, kind, shadow,
     toUInt64(count())                                       AS events,
     toUInt64(countIf(status = 'error'))                     AS errors,
-    toUInt64(countIf(fallback_depth > 0))                   AS fell_back,
+    toUInt64(countIf(fallback_depth > 0 AND escalated = 0)) AS fell_back,
+    toUInt64(countIf(escalated = 1))                        AS escalations,
     toUInt64(countIf(cache_hit = 1))                        AS cache_hits,
     toUInt64(countIf(validation != ''))                     AS validated,
     toUInt64(countIf(validation IN ('passed', 'repaired', 'reasked'))) AS valid,
@@ -131,7 +139,8 @@ SELECT
     tenant, route, model, kind, shadow,
     toUInt64(count())                                       AS events,
     toUInt64(countIf(status = 'error'))                     AS errors,
-    toUInt64(countIf(fallback_depth > 0))                   AS fell_back,
+    toUInt64(countIf(fallback_depth > 0 AND escalated = 0)) AS fell_back,
+    toUInt64(countIf(escalated = 1))                        AS escalations,
     toUInt64(countIf(cache_hit = 1))                        AS cache_hits,
     toUInt64(countIf(validation != ''))                     AS validated,
     toUInt64(countIf(validation IN ('passed', 'repaired', 'reasked'))) AS valid,
@@ -151,7 +160,8 @@ SELECT
     tenant, route, model, kind, shadow,
     toUInt64(count())                                       AS events,
     toUInt64(countIf(status = 'error'))                     AS errors,
-    toUInt64(countIf(fallback_depth > 0))                   AS fell_back,
+    toUInt64(countIf(fallback_depth > 0 AND escalated = 0)) AS fell_back,
+    toUInt64(countIf(escalated = 1))                        AS escalations,
     toUInt64(countIf(cache_hit = 1))                        AS cache_hits,
     toUInt64(countIf(validation != ''))                     AS validated,
     toUInt64(countIf(validation IN ('passed', 'repaired', 'reasked'))) AS valid,

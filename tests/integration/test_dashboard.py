@@ -135,7 +135,8 @@ def store(tmp_path):
     client.insert(f"{DB}.routing_events", [event_row(e) for e in events], column_names=COLUMNS)
     columns = list(Feedback.model_fields)
     client.insert(f"{DB}.feedback", [record_row(f, columns) for f in feedback], column_names=columns)
-    return client, expected
+    yield client, expected
+    client.close()  # chDB serves one directory per process: free it for the next test's store
 
 
 async def test_the_dashboard_shows_the_stores_figures_in_headless_chromium(store):

@@ -169,33 +169,36 @@ async def test_every_outcome_lands_in_clickhouse_once(stack):
     assert stack.child("sink").process.returncode == 0
 
     client = open_client(stack.settings.clickhouse)
-    db = stack.settings.clickhouse.database
-    ids = list(SEEN)
-    rows = client.query(
-        f"SELECT request_id, kind, model, cost_usd FROM {db}.routing_events FINAL "
-        "WHERE kind IN ('completion', 'failure') AND shadow = 0 AND request_id IN {ids:Array(String)}",
-        parameters={"ids": ids},
-    ).result_rows
-    assert sorted(r[0] for r in rows) == sorted(ids)  # one final outcome per answered request, no duplicates
-    for request_id, kind, model, cost in rows:
-        assert kind == "completion"
-        assert model == SEEN[request_id].model
-        assert cost == pytest.approx(SEEN[request_id].cost_usd)
+    try:
+        db = stack.settings.clickhouse.database
+        ids = list(SEEN)
+        rows = client.query(
+            f"SELECT request_id, kind, model, cost_usd FROM {db}.routing_events FINAL "
+            "WHERE kind IN ('completion', 'failure') AND shadow = 0 AND request_id IN {ids:Array(String)}",
+            parameters={"ids": ids},
+        ).result_rows
+        assert sorted(r[0] for r in rows) == sorted(ids)  # one final outcome per answered request, no duplicates
+        for request_id, kind, model, cost in rows:
+            assert kind == "completion"
+            assert model == SEEN[request_id].model
+            assert cost == pytest.approx(SEEN[request_id].cost_usd)
 
-    decisions = client.query(
-        f"SELECT count() FROM {db}.routing_events FINAL WHERE kind = 'decision' AND shadow = 0 AND request_id IN {{ids:Array(String)}}",
-        parameters={"ids": ids},
-    ).result_rows[0][0]
-    assert decisions == len(ids)
-    fallback_attempts = client.query(
-        f"SELECT count() FROM {db}.routing_events FINAL WHERE kind = 'attempt' AND model = 'flaky' AND status = 'error'"
-    ).result_rows[0][0]
-    assert fallback_attempts == 2  # max_retries = 1: two failed calls before moving to the fallback
-    shadow_rows = client.query(
-        f"SELECT model, kind FROM {db}.routing_events FINAL WHERE shadow = 1 AND request_id IN {{ids:Array(String)}} ORDER BY kind",
-        parameters={"ids": SHADOWED},
-    ).result_rows
-    assert shadow_rows == [("medium", "attempt"), ("medium", "completion"), ("medium", "decision")]  # served and recorded
+        decisions = client.query(
+            f"SELECT count() FROM {db}.routing_events FINAL WHERE kind = 'decision' AND shadow = 0 AND request_id IN {{ids:Array(String)}}",
+            parameters={"ids": ids},
+        ).result_rows[0][0]
+        assert decisions == len(ids)
+        fallback_attempts = client.query(
+            f"SELECT count() FROM {db}.routing_events FINAL WHERE kind = 'attempt' AND model = 'flaky' AND status = 'error'"
+        ).result_rows[0][0]
+        assert fallback_attempts == 2  # max_retries = 1: two failed calls before moving to the fallback
+        shadow_rows = client.query(
+            f"SELECT model, kind FROM {db}.routing_events FINAL WHERE shadow = 1 AND request_id IN {{ids:Array(String)}} ORDER BY kind",
+            parameters={"ids": SHADOWED},
+        ).result_rows
+        assert shadow_rows == [("medium", "attempt"), ("medium", "completion"), ("medium", "decision")]  # served and recorded
+    finally:
+        client.close()  # chDB serves one directory per process: free it for the tests after this one
 
 
 def test_turnout_report_prints_per_model_and_per_route_figures(stack, monkeypatch):

@@ -366,6 +366,7 @@ async def test_an_unsure_answer_escalates_and_the_call_asked_for_logprobs():
 async def test_an_answer_at_or_above_the_threshold_is_returned(probability):
     outcome = await run(doubtful_cascade_slip(0.5), make_deployment(Script(ok(content="Paris", token_probability=probability))))
     assert outcome.answered and responses(outcome)[0].content == "Paris"
+    assert not events_of(outcome.messages, "completion")[0].escalated
     assert responses(outcome)[0].confidence == pytest.approx(probability)
 
 
@@ -392,6 +393,8 @@ async def test_a_fallback_that_is_also_the_escalation_target_answers_itself():
 async def test_the_escalation_step_answers_however_unsure():
     outcome = await run(doubtful_cascade_slip(step=2), make_deployment(Script(ok(content="hmm", token_probability=0.1)), model_id="c"))
     assert outcome.answered and responses(outcome)[0].content == "hmm"
+    [completion] = events_of(outcome.messages, "completion")
+    assert completion.escalated and completion.fallback_depth == 2  # the analysts' escalation count reads this
 
 
 async def test_a_shadow_copy_is_recorded_but_never_answers_the_caller():
