@@ -69,7 +69,7 @@ PANELS = (
     Panel("Request error rate per route", "dashboard_traffic", "timeseries", traffic("failed / nullIf(requests, 0)", "route"), "percentunit"),
     Panel("Backend call error rate per model", "dashboard_traffic", "timeseries", traffic("failed_attempts / nullIf(attempts, 0)", "model"), "percentunit"),
     Panel("Spend by day, tenant, route and model", "spend", "table"),
-    Panel("Quality per route", "dashboard_quality", "table", unit="percentunit"),
+    Panel("Quality per route", "dashboard_quality", "table"),
     Panel("Latency and errors per route and model", "latency", "table"),
 )
 
