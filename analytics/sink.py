@@ -7,7 +7,9 @@ offsets committed. An insert that fails is retried with backoff while consumptio
 waits, so a ClickHouse outage delays rows but never loses them. One loop serves every
 topic: a ``Stream`` says what a topic's messages decode to, which table their rows go
 to and which column identifies a row. A message that does not decode goes to the DLQ
-with its reason and the next one is processed.
+with its reason and the next one is processed. Messages are read straight into the
+insert's columns (``rows.py``): no pydantic model per event, the model's constraints
+still enforced.
 
 Each row once, even where ``FINAL`` does not look: the tables are ``ReplacingMergeTree``s
 keyed by the row's deterministic id, which collapses a redelivered copy for queries
@@ -35,7 +37,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -47,6 +48,7 @@ from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
 
 from .dedup import RecentIds
+from .rows import Columns, RecordReader, model_datum
 from .store import migrate, open_client
 
 log = logging.getLogger("turnout.sink")
@@ -81,8 +83,8 @@ def sink_streams(settings: Settings) -> list[Stream]:
 
 def record_row(record: AvroRecord, columns: list[str]) -> list:
     """The row of ``record``: its fields in column order, timestamps in UTC."""
-    datum = record.model_dump()
-    return [_utc(datum[column]) for column in columns]
+    datum = model_datum(record)
+    return [datum[column] for column in columns]
 
 
 COLUMNS = list(RoutingEvent.model_fields)  # routing_events' columns, in the record's order
@@ -92,28 +94,28 @@ def event_row(event: RoutingEvent) -> list:
     return record_row(event, COLUMNS)
 
 
-def _utc(value: Any) -> Any:
-    return value.astimezone(timezone.utc) if isinstance(value, datetime) else value
-
-
 class _Table:
-    """A stream's pending rows and its memory of the ids inserted recently."""
+    """A stream's pending rows (as insert columns), how its messages are read, and its
+    memory of the ids inserted recently."""
 
-    def __init__(self, stream: Stream, database: str, max_ids: int) -> None:
+    def __init__(self, stream: Stream, database: str, max_ids: int, codec: AvroCodec) -> None:
         self.stream = stream
         self.name = f"{database}.{stream.table}"
         self.columns = stream.columns
-        self.id_index = self.columns.index(stream.id_column)
+        self.reader = RecordReader(codec, stream.record)
         self.recent = RecentIds(max_ids)
-        self.rows: list[list] = []
+        self.rows = Columns(self.columns)
         self.unsure = False  # an insert of ``rows`` failed: it may have landed before its answer was lost
 
-    def take(self, row: list) -> bool:
-        """Buffer ``row`` unless its id was inserted or buffered already."""
-        if not self.recent.add(row[self.id_index]):
+    def take(self, datum: dict[str, Any]) -> bool:
+        """Buffer ``datum`` (a decoded record) unless its id was inserted or buffered already."""
+        if not self.recent.add(datum[self.stream.id_column]):
             return False
-        self.rows.append(row)
+        self.rows.append(datum)
         return True
+
+    def clear(self) -> None:
+        self.rows = Columns(self.columns)
 
 
 class _Reseed(ConsumerRebalanceListener):
@@ -138,7 +140,7 @@ class EventsSink:
         self.client = client
         self.codec = codec or codec_for(settings.kafka)
         database, max_ids = settings.clickhouse.database, settings.sink.dedup_max_ids
-        self.tables = {s.topic: _Table(s, database, max_ids) for s in streams or sink_streams(settings)}
+        self.tables = {s.topic: _Table(s, database, max_ids, self.codec) for s in streams or sink_streams(settings)}
         self.inserted = 0  # rows inserted, every table
         self.duplicates = 0  # rows dropped because their id was inserted already
         self.dead_lettered = 0
@@ -173,8 +175,8 @@ class EventsSink:
                     table = self.tables[tp.topic]
                     for record in batch:
                         uncommitted = True
-                        row = await self._row(table.stream, record, producer)
-                        if row is not None and not table.take(row):
+                        datum = await self._datum(table, record, producer)
+                        if datum is not None and not table.take(datum):
                             self.duplicates += 1
                 due = time.monotonic() - last_flush >= sink.flush_interval_s
                 pending = self._pending
@@ -193,11 +195,11 @@ class EventsSink:
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         await consumer.commit()
 
-    async def _row(self, stream: Stream, record, producer: AIOKafkaProducer) -> list | None:
+    async def _datum(self, table: _Table, record, producer: AIOKafkaProducer) -> dict[str, Any] | None:
         try:
-            return record_row(self.codec.decode(record.value or b"", stream.record), stream.columns)
+            return table.reader.read(record.value or b"")
         except DecodeError as exc:
-            headers = dlq_headers(f"{stream.invalid}: {exc}", STAGE, record.topic, record.partition, record.offset)
+            headers = dlq_headers(f"{table.stream.invalid}: {exc}", STAGE, record.topic, record.partition, record.offset)
             await (await producer.send(self.settings.topics.dlq, value=record.value or b"", key=record.key, headers=headers))
             self.dead_lettered += 1
             return None
@@ -206,21 +208,21 @@ class EventsSink:
         for table in self.tables.values():
             if table.rows:
                 self.inserted += await self._retrying(f"insert of {len(table.rows)} rows into {table.name}", self._insert, table)
-                table.rows = []
+                table.clear()
 
     def _insert(self, table: _Table) -> int:
         """Insert the table's pending rows; after a failed attempt, only those whose id is
         not in the table yet (a timeout may hide an insert that did land)."""
         rows = table.rows
         if table.unsure:
-            ids = [row[table.id_index] for row in rows]
+            ids = rows.column(table.stream.id_column)
             sql = f"SELECT {table.stream.id_column} FROM {table.name} WHERE {table.stream.id_column} IN {{ids:Array(String)}}"
             landed = {row[0] for row in self.client.query(sql, parameters={"ids": ids}).result_rows}
             self.duplicates += len(landed)
-            rows = [row for row in rows if row[table.id_index] not in landed]
+            rows = rows.keep(i not in landed for i in ids)
         table.unsure = True
-        if rows:
-            self.client.insert(table.name, rows, column_names=table.columns)
+        if len(rows):
+            self.client.insert(table.name, rows.data, column_names=table.columns, column_oriented=True)
         table.unsure = False
         return len(rows)
 

@@ -3,8 +3,10 @@
     python bench/bench_analytics.py [--events 200000] [--rows 10000000] [--phases sink,queries]
 
 (a) **ceiling**: a bare clickhouse-connect insert of the same rows the sink writes (the
-    same events, already as rows), in batches of the sink's ``batch_size``, into a
-    migrated chDB store, in a process of its own: rows/s.
+    same events, already built), in batches of the sink's ``batch_size``, into a
+    migrated chDB store, in a process of its own: rows/s, once row-oriented and once
+    column-oriented (as the sink inserts), each into a fresh table; the ceiling is the
+    faster of the two.
 (b) **sink**: the events, Avro-encoded as workers write them, are published to the
     events topic of an embedded Tansu broker; then ``python -m turnout sink`` (its own
     process, its own chDB store) consumes, decodes, deduplicates, inserts and commits.
@@ -107,26 +109,32 @@ def open_store(directory: Path) -> Any:
 
 # -- (a) ceiling ---------------------------------------------------------------------------
 def ceiling_child(directory: str, n: int, seed: int, batch_size: int) -> None:
-    """The bare insert, in its own process: the same rows, the sink's batch size."""
+    """The bare insert, in its own process: the same rows, the sink's batch size, as rows
+    and as columns (each into an emptied table, so that neither inserts into a bigger one)."""
     from turnout.analytics.sink import COLUMNS, event_row
 
     client = open_store(Path(directory))
     rows = [event_row(e) for e in generate_events(n, seed)]
+    columns = [list(column) for column in zip(*rows)]
     table = f"{DATABASE}.routing_events"
-    t = time.perf_counter()
-    for i in range(0, len(rows), batch_size):
-        client.insert(table, rows[i : i + batch_size], column_names=COLUMNS)
-    elapsed = time.perf_counter() - t
-    print(json.dumps({"rows": len(rows), "seconds": elapsed}))
+    seconds = {}
+    for layout, batch in (("rows", lambda i: rows[i : i + batch_size]), ("columns", lambda i: [c[i : i + batch_size] for c in columns])):
+        client.command(f"TRUNCATE TABLE {table}")
+        t = time.perf_counter()
+        for i in range(0, len(rows), batch_size):
+            client.insert(table, batch(i), column_names=COLUMNS, column_oriented=layout == "columns")
+        seconds[layout] = time.perf_counter() - t
+    print(json.dumps({"rows": len(rows), "seconds": seconds}))
 
 
-def run_ceiling(workdir: Path, n: int, seed: int, batch_size: int, timeout_s: float) -> float:
+def run_ceiling(workdir: Path, n: int, seed: int, batch_size: int, timeout_s: float) -> dict[str, float]:
+    """Rows/s of the bare insert per layout (``rows``, ``columns``)."""
     out = subprocess.run(
         [sys.executable, __file__, "--ceiling-child", str(workdir / "ceiling-chdb"), str(n), str(seed), str(batch_size)],
         capture_output=True, text=True, timeout=timeout_s, check=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return result["rows"] / result["seconds"]
+    return {layout: result["rows"] / seconds for layout, seconds in result["seconds"].items()}
 
 
 # -- (b) the sink ----------------------------------------------------------------------------
@@ -330,8 +338,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  sink: batch_size {batch_size}, flush_interval_s {settings.sink.flush_interval_s}, {settings.kafka.partitions} partitions")
 
             print(f"\n(a) ceiling: bare clickhouse-connect insert of the same {args.events:,} rows, batches of {batch_size}, its own process")
-            ceiling = await asyncio.to_thread(run_ceiling, workdir, args.events, args.seed, batch_size, args.timeout)
-            print(f"  {ceiling:,.0f} rows/s")
+            ceilings = await asyncio.to_thread(run_ceiling, workdir, args.events, args.seed, batch_size, args.timeout)
+            ceiling = max(ceilings.values())
+            print("  " + ", ".join(f"{rate:,.0f} rows/s as {layout}" for layout, rate in ceilings.items()) + f"; ceiling {ceiling:,.0f} rows/s")
 
             events = generate_events(args.events, args.seed)
             publish_s = await publish(broker.bootstrap_servers, settings.topics.events, events, compression_codec(settings.kafka.compression_type))
@@ -339,7 +348,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             rate, detail = await run_sink(settings, env, workdir, len(events), args.timeout)
             print(f"  {rate:,.0f} events/s: {detail['stored']:,} stored in {detail['inserts']} inserts over {detail['seconds']:.2f}s (first insert to last)")
             print(f"  sink at {100 * rate / ceiling:.0f} % of the bare insert; target >= 100,000 events/s: {'met' if rate >= 100_000 else 'NOT met'}")
-            bench.update(events_per_s=round(rate), ceiling_events_per_s=round(ceiling), sink_events=args.events)
+            bench.update(
+                events_per_s=round(rate), ceiling_events_per_s=round(ceiling), ceiling_rows_per_s=round(ceilings["rows"]),
+                ceiling_columns_per_s=round(ceilings["columns"]), sink_events=args.events,
+            )
         finally:
             broker.stop()
     if "queries" in args.phases:

@@ -70,11 +70,12 @@ class AvroCodec:
     # -- reading ---------------------------------------------------------------------
     def decode(self, data: bytes, model: type[T]) -> T:
         """Decode ``data`` into ``model``; raise ``DecodeError`` saying what is wrong."""
-        datum = self.decode_datum(data, self._catalog.by_name(model.avro_name))
-        try:
-            return model.model_validate(datum)
-        except ValidationError as exc:
-            raise DecodeError(f"{model.avro_name} failed validation: {_summarize(exc)}") from exc
+        return validate(model, self.decode_datum(data, self.reader_schema(model)))
+
+    def reader_schema(self, model: type[AvroRecord]) -> dict[str, Any]:
+        """The parsed schema ``model`` is read with: for callers that take the decoded
+        datum as it is (``decode_datum``) rather than a validated model."""
+        return self._catalog.by_name(model.avro_name)
 
     def decode_datum(self, data: bytes, reader_schema: dict[str, Any]) -> dict[str, Any]:
         if not data:
@@ -116,6 +117,15 @@ class AvroCodec:
                 raise DecodeError(f"schema id {schema_id} not found in the registry: {exc}") from exc
             self._registry_schemas[schema_id] = parse_schema(json.loads(text))
         return self._registry_schemas[schema_id]
+
+
+def validate(model: type[T], datum: dict[str, Any]) -> T:
+    """``datum`` as a ``model``, or ``DecodeError`` with the model's own reasons: the one
+    wording of a record that decodes but is not valid, whoever validates it."""
+    try:
+        return model.model_validate(datum)
+    except ValidationError as exc:
+        raise DecodeError(f"{model.avro_name} failed validation: {_summarize(exc)}") from exc
 
 
 def _summarize(exc: ValidationError) -> str:

@@ -12,8 +12,10 @@ from factories import T0, make_settings
 from pydantic import ValidationError
 
 from turnout.analytics.dedup import RecentIds
+from turnout.analytics.rows import model_datum
 from turnout.analytics.sink import _Table, record_row, sink_streams
 from turnout.schemas.models import Feedback
+from turnout.schemas.serde import AvroCodec
 from turnout.schemas.settings import SinkSettings
 
 
@@ -57,17 +59,17 @@ def test_the_bound_must_be_positive() -> None:
 
 
 def table(stream_index: int = 1, max_ids: int = 100) -> _Table:
-    return _Table(sink_streams(make_settings())[stream_index], "db", max_ids)
+    return _Table(sink_streams(make_settings())[stream_index], "db", max_ids, AvroCodec())
 
 
 def test_a_table_drops_duplicates_inside_one_batch_and_across_batches() -> None:
     feedback = table()
-    rows = [record_row(Feedback(request_id=f"r{i % 3}", tenant="t", metric="rating", score=i, ts=T0), feedback.columns) for i in range(5)]
-    kept = [feedback.take(row) for row in rows]
+    datums = [model_datum(Feedback(request_id=f"r{i % 3}", tenant="t", metric="rating", score=i, ts=T0)) for i in range(5)]
+    kept = [feedback.take(datum) for datum in datums]
     assert kept == [True, True, True, False, False]
-    assert [row[feedback.id_index] for row in feedback.rows] == ["r0:rating:", "r1:rating:", "r2:rating:"]
-    feedback.rows = []  # inserted
-    assert feedback.take(rows[0]) is False  # a replay in a later batch
+    assert feedback.rows.column("feedback_id") == ["r0:rating:", "r1:rating:", "r2:rating:"]
+    feedback.clear()  # inserted
+    assert feedback.take(datums[0]) is False  # a replay in a later batch
 
 
 def test_streams_name_their_tables_and_id_columns() -> None:
