@@ -156,9 +156,9 @@ def quality(client: Client, database: str, shown: DashboardWindow) -> dict:
     """Rates per route from the rollups (``dashboard_quality.sql``: the per-request
     reading of ``questions.quality`` scans the raw events, seconds at millions of them),
     and feedback scores once there are any."""
-    routes = client.query(query_sql("dashboard_quality", database), parameters=_rollup(shown)).named_results()
+    routes = questions.run(client, database, "dashboard_quality", "quality per route", _rollup(shown))
     feedback = questions.feedback(client, database, shown.window) if questions.has_feedback(client, database) else None
-    return {"window": shown.as_dict(), "routes": list(routes), "feedback": feedback.as_dicts() if feedback else []}
+    return {"window": shown.as_dict(), "routes": routes.as_dicts(), "feedback": feedback.as_dicts() if feedback else []}
 
 
 VERDICT_ORDER = {"regression": 0, "improvement": 1, "unchanged": 2, "too few samples": 3}

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import questions
+from .store import without_comments
 
 DATASOURCE_UID = "turnout-clickhouse"
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": DATASOURCE_UID}
@@ -84,7 +85,7 @@ def grafana_sql(name: str, database: str) -> str:
         return MACROS[parameter]
 
     text = questions.sql(name, database)
-    return _PARAMETER.sub(macro, _without_comments(text))
+    return _PARAMETER.sub(macro, without_comments(text))
 
 
 def panel_sql(panel: Panel, database: str) -> str:
@@ -183,9 +184,3 @@ def export(directory: Path, database: str) -> list[Path]:
         path.write_text(text)
         written.append(path)
     return written
-
-
-def _without_comments(sql: str) -> str:
-    """SQL line comments dropped: they document the file, and they may mention a
-    parameter in braces, which must not be taken for one."""
-    return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--")).strip()

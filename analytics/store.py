@@ -75,9 +75,14 @@ def migrate(client: Client, database: str, *, upto: int | None = None) -> list[s
     return applied
 
 
+def without_comments(sql: str) -> str:
+    """``sql`` without its line comments: they document a file, and may mention a ``;``
+    or a parameter in braces, which must not be taken for SQL."""
+    return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--")).strip()
+
+
 def _statements(sql: str) -> list[str]:
-    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
-    return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
+    return [statement.strip() for statement in without_comments(sql).split(";") if statement.strip()]
 
 
 def query_sql(name: str, database: str) -> str:

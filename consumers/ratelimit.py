@@ -19,8 +19,9 @@ restart, a scale-out) cannot know what the account spent in the minute before it
 a bucket that started full let the benchmark's fresh worker make 694 calls in its first
 minute under a limit of 600. So that the first call need not wait, it is let through at
 once and leaves the bucket in debt by its size, which the refill pays back before
-anything else is granted: a replica's first minute holds at most its share. Its capacity (the burst a replica idle for a while may spend at
-once) is ``burst_s`` seconds of that share, 10 s by default rather than a whole minute:
+anything else is granted: a replica's first minute holds at most its share. Its
+capacity (the burst a replica idle for a while may spend at once) is ``burst_s``
+seconds of that share, 10 s by default rather than a whole minute:
 providers that enforce a per-minute limit over shorter slices answer a minute's budget
 spent in one burst with 429s. A minute that starts with such a burst holds up to
 ``(60 + burst_s) / 60`` of the share; lower ``burst_s`` where a provider is strict. A call

@@ -3,10 +3,11 @@
 Requests are served concurrently as they arrive (up to the deployment's concurrency in
 the backend, up to ``max_in_flight`` held in the replica): a replica fetches no more
 records than it has room for, and one that stays saturated pauses its partitions
-instead of buffering without bound (``_poll``). Requests finish out of order, so a partition's offset is committed only up to its
-oldest request still in flight (``OffsetTracker``), and only after everything that
-request produced is acknowledged by the broker: a crash replays unfinished requests,
-and replayed ones this replica already answered are skipped (``AnsweredIds``).
+instead of buffering without bound (``_poll``). Requests finish out of order, so a
+partition's offset is committed only up to its oldest request still in flight
+(``OffsetTracker``), and only after everything that request produced is acknowledged
+by the broker: a crash replays unfinished requests, and replayed ones this replica
+already answered are skipped (``AnsweredIds``).
 
 Replicas of a model share the consumer group ``turnout-worker-<id>``: Kafka spreads the
 partitions, and each replica takes the share of the provider's rate limits that matches
