@@ -17,8 +17,10 @@ values, as the files compare them), the bucket ``{bucket_s:UInt32}`` is
 else (``questions.sql``). A parameter without a macro is an error, not a silent blank.
 The generated files are committed; a unit test regenerates them and fails when they
 no longer match the SQL, and runs every panel's SQL on chDB with the macros replaced.
-Savings against the most capable model are not a panel: their baseline is priced from
-the fleet catalogue in Python (``turnout analytics savings``, the web dashboard).
+Savings against the most capable model need the fleet's prices, which the store does
+not hold: the export writes the baseline deployments' prices into that panel's SQL
+(``savings_select``), the same pricing as ``questions.savings_table``, so re-export
+after changing the fleet.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from collections.abc import Mapping
+
+from turnout.schemas.fleet import ModelDeployment
 
 from . import questions
 from .store import without_comments
@@ -75,6 +81,36 @@ PANELS = (
 )
 
 
+def savings_select(fleet: Mapping[str, ModelDeployment]) -> str:
+    """Per tenant and route, ``dashboard_spend.sql``'s spend beside what the same tokens
+    cost on the most capable model, priced as ``questions.savings_table`` prices them:
+    embedding models' tokens at the embedding baseline, every other model's (including
+    models no longer in the fleet) at the chat baseline, a kind without a baseline at its
+    actual cost."""
+    baselines = questions.baseline_models(fleet)
+    embedding_models = sorted(model for model, deployment in fleet.items() if questions.embeds(deployment))
+
+    def priced(embeds: bool) -> str:
+        target = fleet.get(baselines.get(embeds, ""))
+        if target is None:
+            return "cost_usd"
+        return f"(input_tokens * {target.price_input_per_mtok!r} + output_tokens * {target.price_output_per_mtok!r}) / 1e6"
+
+    quoted = ", ".join("'" + model.replace("\\", "\\\\").replace("'", "\\'") + "'" for model in embedding_models)
+    baseline = f"if(model IN ({quoted}), {priced(True)}, {priced(False)})" if embedding_models else priced(False)
+    return (
+        "SELECT tenant, route, round(sum(cost_usd), 6) AS cost_usd, "
+        f"round(sum({baseline}), 6) AS baseline_usd, round(baseline_usd - cost_usd, 6) AS saved_usd, "
+        "round(100 * saved_usd / nullIf(baseline_usd, 0), 1) AS saved_pct "
+        "FROM q GROUP BY tenant, route ORDER BY tenant, route"
+    )
+
+
+def panels(fleet: Mapping[str, ModelDeployment]) -> tuple[Panel, ...]:
+    """Every panel: the fixed ones and the savings table priced from ``fleet``."""
+    return (*PANELS, Panel("Savings against the most capable model", "dashboard_spend", "table", savings_select(fleet), "currencyUSD"))
+
+
 def grafana_sql(name: str, database: str) -> str:
     """The query file ``name`` with its parameters as the plugin's macros."""
 
@@ -93,14 +129,14 @@ def panel_sql(panel: Panel, database: str) -> str:
     return inner if panel.select is None else panel.select.replace("FROM q", f"FROM (\n{inner}\n) AS q")
 
 
-def dashboard(database: str) -> dict:
+def dashboard(database: str, fleet: Mapping[str, ModelDeployment]) -> dict:
     """The dashboard model: time series two abreast, tables full width below."""
-    panels, x, y = [], 0, 0
-    for number, panel in enumerate(PANELS, start=1):
+    models, x, y = [], 0, 0
+    for number, panel in enumerate(panels(fleet), start=1):
         width, height = (12, 8) if panel.kind == "timeseries" else (24, 9)
         if x + width > 24:
             x, y = 0, y + height
-        panels.append(
+        models.append(
             {
                 "id": number,
                 "type": panel.kind,
@@ -131,7 +167,7 @@ def dashboard(database: str) -> dict:
         "schemaVersion": 39,
         "time": {"from": "now-6h", "to": "now"},
         "refresh": "1m",
-        "panels": panels,
+        "panels": models,
     }
 
 
@@ -167,18 +203,18 @@ providers:
 """
 
 
-def files(database: str) -> dict[str, str]:
+def files(database: str, fleet: Mapping[str, ModelDeployment]) -> dict[str, str]:
     """Every provisioning file, by path under the export directory."""
     return {
         "provisioning/datasources/clickhouse.yaml": datasource_yaml(database),
         "provisioning/dashboards/turnout.yaml": DASHBOARDS_YAML,
-        "dashboards/turnout.json": json.dumps(dashboard(database), indent=2) + "\n",
+        "dashboards/turnout.json": json.dumps(dashboard(database, fleet), indent=2) + "\n",
     }
 
 
-def export(directory: Path, database: str) -> list[Path]:
+def export(directory: Path, database: str, fleet: Mapping[str, ModelDeployment]) -> list[Path]:
     written = []
-    for relative, text in files(database).items():
+    for relative, text in files(database, fleet).items():
         path = directory / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

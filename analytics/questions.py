@@ -104,7 +104,7 @@ def baseline_models(fleet: Mapping[str, ModelDeployment]) -> dict[bool, str]:
     Embedding tokens are priced at an embedding model: no chat model could have served them."""
     best: dict[bool, str] = {}
     for model_id, deployment in fleet.items():
-        kind = _embeds(deployment)
+        kind = embeds(deployment)
         current = fleet.get(best.get(kind, ""))
         if current is None or _capability(deployment) > _capability(current):
             best[kind] = model_id
@@ -119,7 +119,7 @@ def savings_table(spend_table: Table, fleet: Mapping[str, ModelDeployment]) -> T
     totals: dict[tuple[str, str], list[float]] = {}
     for row in spend_table.as_dicts():
         deployment = fleet.get(row["model"])
-        target = fleet.get(baselines.get(_embeds(deployment) if deployment else False, ""))
+        target = fleet.get(baselines.get(embeds(deployment) if deployment else False, ""))
         baseline = target.cost_usd(row["input_tokens"], row["output_tokens"]) if target else row["cost_usd"]
         sums = totals.setdefault((row["tenant"], row["route"]), [0.0, 0.0])
         sums[0] += row["cost_usd"]
@@ -133,7 +133,8 @@ def savings_table(spend_table: Table, fleet: Mapping[str, ModelDeployment]) -> T
     return Table(f"savings against everything on the most capable model ({names})", columns, rows)
 
 
-def _embeds(deployment: ModelDeployment) -> bool:
+def embeds(deployment: ModelDeployment) -> bool:
+    """An embedding model: its tokens are priced against the embedding baseline."""
     return EMBEDDINGS in deployment.capabilities
 
 

@@ -335,7 +335,7 @@ def grafana_export(config: str | None, out_dir: str) -> None:
     from turnout.analytics.grafana import export
 
     settings = _settings(config)
-    for path in export(Path(out_dir), settings.clickhouse.database):
+    for path in export(Path(out_dir), settings.clickhouse.database, settings.fleet):
         console.print(f"wrote {path}")
 
 

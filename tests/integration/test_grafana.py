@@ -19,12 +19,14 @@ from turnout.schemas.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-DATABASE = load_settings(DEPLOY / "turnout.toml").clickhouse.database
+SETTINGS = load_settings(DEPLOY / "turnout.toml")
+DATABASE, FLEET = SETTINGS.clickhouse.database, SETTINGS.fleet
+PANELS = grafana.panels(FLEET)
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def test_the_committed_files_are_what_the_sql_generates():
-    for relative, text in grafana.files(DATABASE).items():
+    for relative, text in grafana.files(DATABASE, FLEET).items():
         committed = DEPLOY / "grafana" / relative
         assert committed.is_file(), f"{committed} is missing: run `turnout grafana export -c deploy/turnout.toml`"
         assert committed.read_text() == text, f"{committed} is stale: run `turnout grafana export -c deploy/turnout.toml`"
@@ -66,9 +68,18 @@ def store(tmp_path):
     client.close()
 
 
-@pytest.mark.parametrize("panel", grafana.PANELS, ids=[p.title for p in grafana.PANELS])
+@pytest.mark.parametrize("panel", PANELS, ids=[p.title for p in PANELS])
 def test_every_panel_runs_on_clickhouse_as_grafana_sends_it(store, panel):
-    """The plugin's macros replaced as it replaces them (its documented expansions)."""
+    rows = store.query(as_grafana_sends_it(panel)).result_rows
+    assert rows, f"{panel.title}: no rows over an hour of traffic"
+    if panel.kind == "timeseries":
+        assert all(isinstance(row[0], datetime) for row in rows)  # Grafana's time column first
+        assert {row[1] for row in rows} <= {"default", "small"}  # one series per route or model
+
+
+def as_grafana_sends_it(panel: grafana.Panel) -> str:
+    """The panel's SQL with the plugin's macros replaced as it replaces them (its
+    documented expansions), over the last six hours."""
     since_ms, until_ms = int((NOW - timedelta(hours=6)).timestamp() * 1000), int((NOW + timedelta(minutes=1)).timestamp() * 1000)
     sql = (
         grafana.panel_sql(panel, DATABASE)
@@ -77,8 +88,21 @@ def test_every_panel_runs_on_clickhouse_as_grafana_sends_it(store, panel):
         .replace("$__interval_s", "300")
     )
     assert "$__" not in sql
-    rows = store.query(sql).result_rows
-    assert rows, f"{panel.title}: no rows over an hour of traffic"
-    if panel.kind == "timeseries":
-        assert all(isinstance(row[0], datetime) for row in rows)  # Grafana's time column first
-        assert {row[1] for row in rows} <= {"default", "small"}  # one series per route or model
+    return sql
+
+
+def test_the_savings_panel_prices_the_baseline_as_the_cli_does(store):
+    """The export writes the baseline prices into SQL; the CLI and web dashboard price in
+    Python (``questions.savings_table``): on the same spend both must agree."""
+    from turnout.analytics import questions
+
+    (panel,) = [p for p in PANELS if p.query == "dashboard_spend"]
+    grafana_rows = store.query(as_grafana_sends_it(panel)).result_rows
+    spend = store.query(as_grafana_sends_it(grafana.Panel("spend", "dashboard_spend", "table")))
+    expected = questions.savings_table(questions.Table("spend", list(spend.column_names), spend.result_rows), FLEET)
+    assert len(grafana_rows) == len(expected.rows) == 1
+    for got, want in zip(grafana_rows, expected.rows):
+        assert got[:2] == want[:2]
+        assert got[2:5] == pytest.approx(want[2:5], rel=1e-6)
+    baseline = FLEET[questions.baseline_models(FLEET)[False]]
+    assert grafana_rows[0][3] == pytest.approx(60 * baseline.cost_usd(10, 5))  # the fixture's 60 calls of 10 + 5 tokens
