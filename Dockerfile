@@ -21,6 +21,7 @@ COPY streams/ streams/
 COPY consumers/ consumers/
 COPY producers/ producers/
 COPY analytics/ analytics/
+COPY gateway/ gateway/
 
 RUN pip install . \
     && useradd --create-home --uid 10001 turnout \

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration dev install install-local-model local-model clean bench-route bench-stream bench-worker bench-analytics
+.PHONY: help demo test test-unit test-integration dev install install-local-model local-model clean bench-route bench-stream bench-worker bench-analytics bench-batch bench-gateway
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -68,6 +68,12 @@ bench-worker: $(BENCH_STAMP) ## benchmark one worker process on a zero-latency s
 
 bench-analytics: $(BENCH_STAMP) ## benchmark the events sink into ClickHouse beside a bare insert (events/s), and every analytics query over 10 million events (ms)
 	$(BIN)/python bench/bench_analytics.py $(BENCH_ARGS)
+
+bench-batch: $(BENCH_STAMP) ## benchmark `turnout batch submit` of 100,000 lines beside a bare aiokafka produce of the same bytes (lines/s), and a resubmission with half answered
+	$(BIN)/python bench/bench_batch.py $(BENCH_ARGS)
+
+bench-gateway: $(BENCH_STAMP) ## benchmark the latency `turnout gateway` adds over publishing with TurnoutClient, at a stated rate (ms p50/p99)
+	$(BIN)/python bench/bench_gateway.py $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and local state
 	rm -rf $(VENV) .turnout .pytest_cache

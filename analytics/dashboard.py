@@ -5,15 +5,17 @@ vendored chart library (uPlot, MIT, ``static/uPlot.LICENSE``) come from this pac
 never from a CDN.
 
 The page is static; it asks JSON endpoints for its data, one per panel so a slow panel
-(regressions read every request of the window) does not hold up the others:
+does not hold up the others:
 
 - ``/api/traffic``: spend, requests, errors and latency percentiles per time bucket and
-  in total, for everything and per route, model and tenant (``queries/dashboard_traffic.sql``,
-  one pass over the per-minute rollups, so it stays fast as the raw events grow);
+  in total, for everything and per route, model and tenant (``queries/dashboard_traffic.sql``:
+  the rollups' counts and the latency table's quantile states, so it stays fast as the
+  raw events grow);
 - ``/api/savings``, ``/api/quality``: the answers of ``questions.py`` (the same SQL as
   ``turnout analytics savings`` and ``quality``);
 - ``/api/regressions``: ``regressions.compare_windows``, the last quarter of the window
-  against the three quarters before it (``turnout regressions`` with those spans).
+  against the three quarters before it (``turnout regressions`` with those spans), on
+  bounded random samples of each route's requests (``sampling.py``).
 
 Each endpoint takes ``range`` (one of ``RANGES``) and optionally ``until`` (ISO 8601;
 default now), so a page URL names the same window whenever it is opened.
@@ -86,9 +88,10 @@ def _parse_time(text: str) -> datetime:
 
 # -- the panels' data (pure functions of the store's answers) -----------------------------------
 def traffic(client: Client, database: str, shown: DashboardWindow) -> dict:
-    """Totals and time series per dimension and key, from ``dashboard_traffic.sql`` on
-    the hourly rollups when the buckets are whole hours (a month is 720 rows per key
-    instead of 43,200), else on the per-minute ones."""
+    """Totals and time series per dimension and key, from ``dashboard_traffic.sql``:
+    counts from the hourly rollups when the buckets are whole hours (a month is 720 rows
+    per key instead of 43,200), else from the per-minute ones; latency percentiles from
+    ``routing_latency`` (the SQL picks the coarsest period that tiles a bucket)."""
     parameters = {**_rollup(shown), "bucket_s": shown.bucket_s}
     result = client.query(query_sql("dashboard_traffic", database), parameters=parameters)
     return traffic_payload(result.named_results(), shown)
@@ -130,7 +133,8 @@ def _figures(row: Mapping) -> dict:
     figures["error_rate"] = _ratio(row["failed"], row["requests"])
     figures["attempt_error_rate"] = _ratio(row["failed_attempts"], row["attempts"])
     completed = row["requests"] - row["failed"]
-    for name, value in zip(PERCENTILES, row["latency_ms"]):
+    latencies = row["latency_ms"] or [math.nan] * len(PERCENTILES)  # []: no completed request to measure
+    for name, value in zip(PERCENTILES, latencies):
         figures[name] = round(value, 1) if completed and math.isfinite(value) else None
     return figures
 

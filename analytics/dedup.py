@@ -47,6 +47,12 @@ class RecentIds:
             self._ids.discard(self._order.popleft())
         return True
 
+    def forget(self, item: str) -> None:
+        """Stop remembering ``item``: it was taken, but its row will not be inserted (its
+        message turned out not to decode), so a valid copy must not count as a duplicate.
+        Its place in the queue stays until its turn to be forgotten comes: the bound holds."""
+        self._ids.discard(item)
+
     def update(self, items: Iterable[str]) -> None:
         """Remember ``items``, oldest first (so that the bound forgets the oldest)."""
         for item in items:

@@ -12,6 +12,9 @@ false alarms of a healthy fleet near zero.
 
 The statistics are pure functions (scipy's, wrapped for the edge cases our data has:
 constant samples, zero counts); SQL only fetches the samples (``queries/regression_samples.sql``).
+Those are bounded random samples of each route's requests, ``Criteria.sample_size`` per
+route and window (``sampling.py``, which says what that costs in power): a month of
+requests is not grouped to answer one question.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from datetime import datetime, timedelta
 from clickhouse_connect.driver.client import Client
 from scipy import stats
 
-from .questions import Window, has_feedback, sql
+from . import sampling
+from .questions import Window
 
 ALL_MODELS = "*"
-PASSING = frozenset({"passed", "repaired", "reasked"})
 
 
 # -- the statistics -------------------------------------------------------------------------
@@ -50,7 +53,7 @@ def welch(baseline: Sequence[float], candidate: Sequence[float]) -> TestResult:
     """Welch's t-test on the means: cost per request is what the bill sums, so its mean is
     the figure that matters, and the groups' variances need not be equal. Two constant
     samples: p = 1 when equal, 0 when not (no variance leaves no doubt)."""
-    if statistics.pvariance(baseline) == 0 and statistics.pvariance(candidate) == 0:
+    if min(baseline) == max(baseline) and min(candidate) == max(candidate):  # no variance (exact, and fast)
         return TestResult("Welch t", 1.0 if statistics.fmean(baseline) == statistics.fmean(candidate) else 0.0)
     return TestResult("Welch t", float(stats.ttest_ind(candidate, baseline, equal_var=False).pvalue))
 
@@ -79,7 +82,8 @@ def relative_change(baseline: float, candidate: float) -> float:
 # -- samples --------------------------------------------------------------------------------
 @dataclass
 class Sample:
-    """What one group of requests measured within one scope."""
+    """What one group of requests measured within one scope: counts, and the values of
+    its requests (latencies of the completed ones, costs of all), feedback per metric."""
 
     requests: int = 0
     failures: int = 0
@@ -89,15 +93,17 @@ class Sample:
     passed: int = 0
     feedback: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, row: Mapping) -> None:
-        self.requests += 1
-        self.failures += int(row["failed"])
-        self.costs.append(float(row["cost_usd"]))
-        if not row["failed"]:
-            self.latencies.append(float(row["latency_ms"]))
-        if row["validation"]:
-            self.validated += 1
-            self.passed += row["validation"] in PASSING
+    def absorb(self, group: Mapping) -> None:
+        """Add a row of ``regression_samples.sql``: the requests of one route, model and
+        policy version (a scope's sample is the union of its rows' samples)."""
+        self.requests += int(group["requests"])
+        self.failures += int(group["failures"])
+        self.latencies.extend(map(float, group["latencies"]))
+        self.costs.extend(map(float, group["costs"]))
+        self.validated += int(group["validated"])
+        self.passed += int(group["passed"])
+        for metric, score in group["feedback"]:
+            self.feedback.setdefault(metric, []).append(float(score))
 
 
 @dataclass(frozen=True)
@@ -105,12 +111,21 @@ class Criteria:
     alpha: float = 0.01
     min_samples: int = 30
     min_effect: float = 0.10  # relative: 0.10 is a 10 % change
+    sample_size: int = 2000  # requests per route and window read for the tests (sampling.py)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be between 0 and 1, not {self.alpha}")
         if self.min_samples < 2 or self.min_effect < 0:
             raise ValueError("min_samples must be at least 2 and min_effect not negative")
+        if self.sample_size < 1:
+            raise ValueError(f"sample_size must be at least 1, not {self.sample_size}")
+
+    @property
+    def per_route(self) -> int:
+        """The sample bound per route and window: ``sample_size``, but never fewer than
+        ``min_samples`` (asking for more evidence must not leave every test untested)."""
+        return max(self.sample_size, self.min_samples)
 
 
 @dataclass(frozen=True)
@@ -210,26 +225,16 @@ def compare(groups: Mapping[tuple[str, str], Mapping[str, Sample]], baseline: st
 
 def group_rows(rows: Iterable[Mapping], label: Callable[[Mapping], str | None], per_model: bool = True) -> dict[tuple[str, str], dict[str, Sample]]:
     """Samples per scope (route with all models, and route with each model) and group
-    label; a row whose label is ``None`` belongs to neither group."""
+    label, from rows of ``regression_samples.sql``; a row whose label is ``None``
+    belongs to neither group."""
     groups: dict[tuple[str, str], dict[str, Sample]] = {}
     for row in rows:
         group = label(row)
         if group is None:
             continue
         for scope in _scopes(row, per_model):
-            groups.setdefault(scope, {}).setdefault(group, Sample()).add(row)
+            groups.setdefault(scope, {}).setdefault(group, Sample()).absorb(row)
     return groups
-
-
-def add_feedback(groups: dict[tuple[str, str], dict[str, Sample]], rows: Iterable[Mapping], label: Callable[[Mapping], str | None], per_model: bool = True) -> None:
-    """Feedback scores into the samples of the scopes their requests belong to."""
-    for row in rows:
-        group = label(row)
-        if group is None:
-            continue
-        for scope in _scopes(row, per_model):
-            sample = groups.setdefault(scope, {}).setdefault(group, Sample())
-            sample.feedback.setdefault(row["metric"], []).append(float(row["score"]))
 
 
 def _scopes(row: Mapping, per_model: bool) -> list[tuple[str, str]]:
@@ -262,22 +267,14 @@ class Comparison:
         }
 
 
-def _fetch(client: Client, database: str, window: Window, name: str) -> list[dict]:
-    result = client.query(sql(name, database), parameters=window.parameters())
-    return list(result.named_results())
-
-
-def _labelled(client: Client, database: str, windows: Mapping[str, Window], label_of: Callable[[Mapping, str], str | None], per_model: bool):
+def _labelled(client: Client, database: str, windows: Mapping[str, Window], label_of: Callable[[Mapping, str], str | None], per_model: bool, criteria: Criteria):
     groups: dict[tuple[str, str], dict[str, Sample]] = {}
-    feedback = has_feedback(client, database)
-    for name, window in windows.items():
+    for name, rows in sampling.sampled_groups(client, database, windows, criteria.per_route).items():
         def label(row: Mapping, name: str = name) -> str | None:
             return label_of(row, name)
 
-        for scope, samples in group_rows(_fetch(client, database, window, "regression_samples"), label, per_model).items():
+        for scope, samples in group_rows(rows, label, per_model).items():
             groups.setdefault(scope, {}).update(samples)
-        if feedback:
-            add_feedback(groups, _fetch(client, database, window, "feedback_samples"), label, per_model)
     return groups
 
 
@@ -285,7 +282,7 @@ def compare_windows(client: Client, database: str, recent: timedelta, baseline: 
     """The last ``recent`` against the ``baseline`` span just before it."""
     now = Window.last(recent, until)
     before = Window.last(baseline, now.since)
-    groups = _labelled(client, database, {"baseline": before, "recent": now}, lambda row, name: name, True)
+    groups = _labelled(client, database, {"baseline": before, "recent": now}, lambda row, name: name, True, criteria)
     description = f"recent [{_iso(now.since)}, {_iso(now.until)}) against baseline [{_iso(before.since)}, {_iso(before.until)})"
     return Comparison("windows", "baseline", "recent", description, compare(groups, "baseline", "recent", criteria))
 
@@ -293,11 +290,13 @@ def compare_windows(client: Client, database: str, recent: timedelta, baseline: 
 def compare_versions(client: Client, database: str, column: str, a: str, b: str, window: Window, criteria: Criteria) -> Comparison:
     """Requests routed by policy version ``a`` against ``b`` (column ``policy_version``),
     or served by model ``a`` against ``b`` (column ``model``), over the same window, per
-    route (and per route and model for policy versions)."""
+    route (and per route and model for policy versions). The window's sample is drawn
+    per route, not per version: a version serving a small share of a busy route (a
+    canary) gets that share of the sample, so raise ``Criteria.sample_size`` to judge one."""
     if a == b:
         raise ValueError(f"compare two different {column} values, not {a!r} with itself")
     per_model = column != "model"
-    groups = _labelled(client, database, {"window": window}, lambda row, _: row[column] if row[column] in (a, b) else None, per_model)
+    groups = _labelled(client, database, {"window": window}, lambda row, _: row[column] if row[column] in (a, b) else None, per_model, criteria)
     kind = "model" if column == "model" else "policy"
     description = f"{kind} {b} against {kind} {a}, requests finished in [{_iso(window.since)}, {_iso(window.until)})"
     return Comparison(kind, a, b, description, compare(groups, a, b, criteria))

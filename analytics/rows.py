@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal, get_args, get_origin
 
 from annotated_types import MinLen
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from turnout.schemas.models import AvroRecord
@@ -37,6 +38,8 @@ Check = Callable[[Any], bool]  # True when the value is one the model accepts
 def _field_checks(field: FieldInfo) -> list[Check] | None:
     """The checks of ``field`` that Avro's types do not make, or ``None`` when it has a
     constraint this module does not know how to check (then the model must)."""
+    if _mentions_model(field.annotation):
+        return None  # a nested record has constraints of its own, which only its model checks
     checks: list[Check] = []
     if get_origin(field.annotation) is Literal:
         allowed = frozenset(get_args(field.annotation))
@@ -49,6 +52,13 @@ def _field_checks(field: FieldInfo) -> list[Check] | None:
         else:
             return None
     return checks
+
+
+def _mentions_model(annotation: Any) -> bool:
+    """``annotation`` is, or contains (``list[ChatMessage]``, ``Signals | None``), a model."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_mentions_model(arg) for arg in get_args(annotation))
 
 
 def fast_checks(model: type[AvroRecord]) -> dict[str, list[Check]] | None:

@@ -15,8 +15,10 @@
     and the last insert (the rows of the first batch, which was consumed before the
     clock could start, are left out), start-up and the group join excluded.
 (c) **queries**: a fresh store filled with ``--rows`` synthetic events spread over
-    seven days (generated inside ClickHouse, which also feeds the rollups through their
-    materialized views); then each panel of the dashboard (traffic, savings, quality,
+    ``--days`` days (seven by default; with seven, the 30d range reads a week: ``--days 30``
+    gives it a month) (generated inside ClickHouse, which also feeds the rollups, the latency
+    table and the request samples through their materialized views, merged as background
+    merges would have); then each panel of the dashboard (traffic, savings, quality,
     regressions: the functions its endpoints call) for each of its ranges (1h to 30d),
     and every query file the CLI runs (over the last day), are run ``--repeats`` times;
     the median and the slowest run of each are printed, and the slowest dashboard panel
@@ -199,7 +201,7 @@ SELECT
     concat('rq-', toString(intDiv(number, 3)))                        AS request_id,
     ['acme','globex','initech','umbrella','hooli','stark','wayne'][1 + number % 7] AS tenant,
     ['decision','attempt','completion','attempt','completion','failure'][1 + (cityHash64(number) % 6)] AS kind,
-    now64(3) - toIntervalMillisecond(cityHash64(number, 1) % (7 * 86400000)) AS ts,
+    now64(3) - toIntervalMillisecond(cityHash64(number, 1) % ({days} * 86400000)) AS ts,
     ['default','code','long-code','long-summaries','cascade'][1 + number % 5] AS route,
     ['small','medium','large','private'][1 + cityHash64(number, 2) % 4] AS model,
     'simulated'                                                        AS provider,
@@ -220,6 +222,11 @@ FROM numbers({start}, {count})
 """
 
 PARAMETER = re.compile(r"\{(\w+):([^}]+)\}")
+# what the materialized views fill from the raw events (migrations 005 and 009)
+DERIVED_TABLES = ("routing_rollup_1m", "routing_rollup_1h", "routing_latency", "request_sample_events", "request_sample_events_sparse")
+# query files that are parts of a panel rather than questions of their own: requests.sql
+# (embedded by the others), the regressions panel's counts and samples
+PANEL_PARTS = ("requests", "request_counts", "regression_samples")
 
 
 def parameter_value(name: str, kind: str, now: datetime) -> Any:
@@ -254,7 +261,7 @@ def timed(repeats: int, call: Any) -> dict[str, Any]:
     return {"median_ms": statistics.median(runs), "max_ms": max(runs), "rows": len(getattr(result, "result_rows", result) or [])}
 
 
-def queries_child(directory: str, rows: int, repeats: int) -> None:
+def queries_child(directory: str, rows: int, repeats: int, days: int) -> None:
     """Fill a fresh store with ``rows`` events, then time what the dashboard asks for
     each of its ranges (its own functions, as its endpoints call them) and every query
     file the CLI runs, over the last day."""
@@ -267,12 +274,12 @@ def queries_child(directory: str, rows: int, repeats: int) -> None:
     t = time.perf_counter()
     chunk = 2_000_000
     for start in range(0, rows, chunk):
-        client.command(FILL_SQL.replace("{db}", DATABASE).replace("{start}", str(start)).replace("{count}", str(min(chunk, rows - start))))
+        client.command(FILL_SQL.replace("{db}", DATABASE).replace("{days}", str(days)).replace("{start}", str(start)).replace("{count}", str(min(chunk, rows - start))))
     fill_s = time.perf_counter() - t
-    for table in ("routing_rollup_1m", "routing_rollup_1h"):
+    for table in DERIVED_TABLES:
         client.command(f"OPTIMIZE TABLE {DATABASE}.{table} FINAL")  # as background merges would have, given time
     stored = client.query(f"SELECT count() FROM {DATABASE}.routing_events").result_rows[0][0]
-    rollup_rows = {t: client.query(f"SELECT count() FROM {DATABASE}.{t}").result_rows[0][0] for t in ("routing_rollup_1m", "routing_rollup_1h")}
+    rollup_rows = {t: client.query(f"SELECT count() FROM {DATABASE}.{t}").result_rows[0][0] for t in DERIVED_TABLES}
 
     fleet, criteria = load_settings(DEV_TOML).fleet, regressions.Criteria()
     panels = {
@@ -290,8 +297,8 @@ def queries_child(directory: str, rows: int, repeats: int) -> None:
     now = datetime.now(timezone.utc)
     cli_timings: dict[str, dict[str, Any]] = {}
     for path in sorted(QUERIES_DIR.glob("*.sql")):
-        if path.stem == "requests" or path.stem.startswith("dashboard_"):
-            continue  # a building block the others embed; the dashboard's own queries, timed above per panel and range
+        if path.stem in PANEL_PARTS or path.stem.startswith("dashboard_"):
+            continue  # building blocks and the dashboard's own queries, timed above per panel and range
         sql = query_sql(path.stem, DATABASE)
         parameters = {name: parameter_value(name, kind, now) for name, kind in PARAMETER.findall(sql)}
         cli_timings[path.stem] = timed(repeats, lambda: client.query(sql, parameters=parameters))
@@ -355,10 +362,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             broker.stop()
     if "queries" in args.phases:
-        print(f"\n(c) dashboard queries over {args.rows:,} events (fill, then each query {args.repeats} times), its own process")
+        print(f"\n(c) dashboard queries over {args.rows:,} events spread over {args.days} days (fill, then each query {args.repeats} times), its own process")
         out = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, __file__, "--queries-child", str(workdir / "queries-chdb"), str(args.rows), str(args.repeats)],
+            [sys.executable, __file__, "--queries-child", str(workdir / "queries-chdb"), str(args.rows), str(args.repeats), str(args.days)],
             capture_output=True, text=True, timeout=args.timeout * 4, check=False,
         )
         if out.returncode != 0:
@@ -372,7 +379,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if dashboard_ran:
             slowest = max(dashboard_ran, key=dashboard_ran.get)
             print(f"  slowest dashboard panel: {slowest} at {dashboard_ran[slowest]:.0f} ms (target: every dashboard query under 200 ms: {'met' if dashboard_ran[slowest] < 200 else 'NOT met'})")
-            bench.update(slowest_query_ms=round(dashboard_ran[slowest], 1), slowest_query=slowest, query_rows=result["stored"])
+            bench.update(slowest_query_ms=round(dashboard_ran[slowest], 1), slowest_query=slowest, query_rows=result["stored"], query_days=args.days)
         if cli_ran:
             slowest_cli = max(cli_ran, key=cli_ran.get)
             print(f"  slowest CLI query: {slowest_cli} at {cli_ran[slowest_cli]:.0f} ms")
@@ -386,11 +393,12 @@ def main() -> None:
         ceiling_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--queries-child":
-        queries_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        queries_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000, help="events through the sink (and the bare insert)")
     parser.add_argument("--rows", type=int, default=10_000_000, help="events in the store the queries run on")
+    parser.add_argument("--days", type=int, default=7, help="days the store's events are spread over (30: the 30d range reads a month)")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each query")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--config", type=Path, default=DEV_TOML)

@@ -1,6 +1,6 @@
 """One model worker process against the simulated backend, beside direct calls.
 
-    python bench/bench_worker.py [--n 20000] [--concurrency 64] [--rate 50] [--storm-s 60] [--what-if] [--profile DIR]
+    python bench/bench_worker.py [--n 20000] [--concurrency 64] [--rate 50] [--storm-s 60] [--what-if] [--stream default|on|off] [--profile DIR]
 
 One run, one embedded broker (Tansu, memory storage) and one simulator process
 (``python -m turnout simulator``), both started here, with a configuration written to
@@ -129,6 +129,7 @@ partitions = {partitions}
 provider = "simulated"
 served_model = "{served_model}"
 concurrency = {concurrency}
+{stream_line}
 
 [fleet.{storm}]
 provider = "simulated"
@@ -172,6 +173,7 @@ def write_config(path: Path, args: argparse.Namespace) -> Path:
             batch_size=args.batch_size,
             storm_429=args.storm_429,
             retry_after=args.retry_after,
+            stream_line="" if args.stream == "default" else f"stream = {'true' if args.stream == 'on' else 'false'}",
         )
     )
     return path
@@ -836,6 +838,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"logs in {workdir}")
 
 
+def stream_setting(args: argparse.Namespace) -> bool:
+    """Whether the benchmarked worker streams its calls: ``--stream``, or the fleet's default."""
+    from turnout.schemas.fleet import ModelDeployment
+
+    return args.stream == "on" or (args.stream == "default" and ModelDeployment.model_fields["stream"].default)
+
+
 def report(args: argparse.Namespace, high: dict[str, Any], latency: dict[str, Any], storm_result: dict[str, Any] | None) -> dict[str, Any]:
     direct, per_s, overhead = high["direct"], high["per_s"], latency["overhead_p50_ms"]
     per_s_met, overhead_met = per_s >= TARGET_PER_S, overhead < TARGET_OVERHEAD_MS
@@ -861,6 +870,7 @@ def report(args: argparse.Namespace, high: dict[str, Any], latency: dict[str, An
         row("429 storm: calls/min, busiest 10 s", f"{storm_result['peak_10s_rpm']:,.0f}")
         row("429 storm: calls/min, second half of the window", f"{storm_result['second_half_rpm']:,.0f}")
         row("429 storm: answers ok/min", f"{storm_result['ok_rpm']:,.0f}")
+    print(f"worker calls {'streamed (stream = true: server-sent events, time to first token measured)' if stream_setting(args) else 'unstreamed (stream = false)'}")
     print(
         f"worker at {per_s / direct['per_s']:.0%} of direct calls on its HTTP path (target >= {TARGET_PER_S:,}/s: {'met' if per_s_met else 'NOT met'}); "
         f"{overhead:.2f} ms added per request at the median (target < 2 ms: {'met' if overhead_met else 'NOT met'})"
@@ -896,6 +906,7 @@ def report(args: argparse.Namespace, high: dict[str, Any], latency: dict[str, An
         **{f"direct_{ref['client']}_per_s": round(ref["per_s"]) for ref in high["references"]},
         **{f"whatif_{client.replace('-', '_')}_per_s": round(rate) for client, rate in high.get("what_if", {}).items()},
         **{f"whatif_{client.replace('-', '_')}_overhead_ms_p50": round(other["overhead_p50_ms"], 3) for client, other in latency.get("what_if", {}).items()},
+        "stream": stream_setting(args),
         "rev": revision(),
     }
     if args.profile:
@@ -924,6 +935,12 @@ def main() -> None:
     parser.add_argument("--no-references", action="store_true", help="skip the httpx/aiohttp/httpx2 reference clients")
     parser.add_argument("--what-if", action="store_true", help="also run the throughput and latency phases with the worker's HTTP transport swapped for httpx's own pool")
     parser.add_argument("--phases", default="throughput,latency,storm", help="comma-separated subset of throughput,latency,storm (for a partial run: no report)")
+    parser.add_argument(
+        "--stream",
+        choices=("default", "on", "off"),
+        default="default",
+        help="the benchmarked deployment's stream setting: the fleet default, or on/off (the direct calls are never streamed)",
+    )
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the throughput worker; write the profile here")
     args = parser.parse_args()
     try:

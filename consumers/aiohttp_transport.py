@@ -21,7 +21,9 @@ bounds opening the socket (``sock_connect``), ``pool`` waiting for a connection 
 pool (aiohttp's ``connect``, which covers the wait and the opening), ``read`` the silence
 between two reads (``sock_read``, as in httpcore). aiohttp has no write timeout; a body
 is written into the socket's buffer at once. The answer is read whole here and decoded
-(``Content-Encoding``) by httpx, as with its own transport.
+(``Content-Encoding``) by httpx, as with its own transport; except an answer of type
+``text/event-stream`` (a streamed model call), which is handed on chunk by chunk as it
+arrives, its read timeout bounding the silence between two chunks.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ import aiohttp
 import httpx
 from aiohttp.helpers import BasicAuth, get_env_proxy_for_url
 from yarl import URL
+
+EVENT_STREAM = "text/event-stream"
+"""The content type whose body is handed on as it arrives; every other body is read whole."""
 
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     # most specific first: the first match wins
@@ -67,6 +72,29 @@ class _Body(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         yield self._content
+
+
+class _StreamedBody(httpx.AsyncByteStream):
+    """An event stream, handed on chunk by chunk as it arrives (a model streams its answer
+    for seconds: its first token is what the caller wants soon). ``aclose`` gives the
+    connection back to the pool, or closes it when the stream was left unfinished."""
+
+    def __init__(self, answer: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._answer = answer
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._answer.content.iter_any():
+                yield chunk
+        except Exception as exc:
+            mapped = httpx_error(exc, self._request)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def aclose(self) -> None:
+        self._answer.release()
 
 
 class _Target(NamedTuple):
@@ -134,7 +162,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session = self._session or self._open()
         try:
             target = self._target(request.url)
-            async with session.request(
+            answer = await session.request(
                 request.method,
                 target.url,
                 headers=request.headers.multi_items(),
@@ -143,16 +171,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=self._timeout(request),
                 proxy=target.proxy,
                 proxy_auth=target.proxy_auth,
-            ) as answer:
-                content = await answer.read()
-                status, headers, reason = answer.status, answer.raw_headers, answer.reason
+            )
+            if answer.content_type == EVENT_STREAM:
+                stream: httpx.AsyncByteStream = _StreamedBody(answer, request)
+            else:
+                try:
+                    stream = _Body(await answer.read())
+                finally:
+                    answer.release()
         except Exception as exc:
             mapped = httpx_error(exc, request)
             if mapped is None:
                 raise
             raise mapped from exc
-        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (reason or "").encode()}
-        return httpx.Response(status, headers=list(headers), stream=_Body(content), request=request, extensions=extensions)
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (answer.reason or "").encode()}
+        return httpx.Response(answer.status, headers=list(answer.raw_headers), stream=stream, request=request, extensions=extensions)
 
     async def aclose(self) -> None:
         if self._session is not None:

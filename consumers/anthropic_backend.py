@@ -4,6 +4,13 @@ Where it differs from OpenAI's format: the system prompt is a top-level field, u
 assistant turns must alternate, ``max_tokens`` is required, images are content blocks
 with a base64 or URL source, and there is no JSON-schema response format, so a schema is
 enforced with one forced tool (``respond``) whose input is the answer.
+
+Streamed (``stream: true``), the answer comes as named events: ``message_start`` (the
+message, its input usage), per content block ``content_block_start``, its
+``content_block_delta``s (``text_delta``, or ``input_json_delta`` pieces of a tool's
+input) and ``content_block_stop``, then ``message_delta`` (stop reason, output usage so
+far) and ``message_stop``; ``ping``s between, and an ``error`` event when the call fails
+after its 200 (``overloaded_error`` most often). ``AnthropicStream`` rebuilds the message.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ from .backend import (
     text,
     turns,
 )
+from .errors import stream_error
+from .sse import SseEvent
+from .streaming import event_json
 
 ANTHROPIC_VERSION = "2023-06-01"
 RESPOND_TOOL = "respond"  # the forced tool that carries a schema-shaped answer
@@ -82,6 +92,12 @@ class AnthropicMessagesBackend(HttpChatBackend):
             body["tools"] = tools
         return body
 
+    def ask_stream(self, body: dict[str, Any]) -> None:
+        body["stream"] = True
+
+    def assembler(self) -> AnthropicStream:
+        return AnthropicStream()
+
     def read(self, payload: Any, request: InferenceRequest) -> Answer:
         blocks, usage = payload["content"], payload.get("usage") or {}
         if not isinstance(blocks, list) or not isinstance(usage, dict):
@@ -102,6 +118,63 @@ class AnthropicMessagesBackend(HttpChatBackend):
             + count(usage.get("cache_read_input_tokens")),
             output_tokens=count(usage.get("output_tokens")),
         )
+
+
+class AnthropicStream:
+    """A Messages stream's events into the ``message`` an unstreamed call answers: blocks
+    by their ``index``, each block's text deltas joined (a tool's ``partial_json`` pieces
+    parsed) once it stops, usage from ``message_start`` updated by ``message_delta`` (whose
+    counts are cumulative). Thinking deltas are not answer content."""
+
+    _CONTENT_DELTAS = {"text_delta": "text", "input_json_delta": "partial_json"}
+
+    def __init__(self) -> None:
+        self.done = False
+        self._message: dict[str, Any] = {}
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._pieces: dict[int, list[str]] = {}  # a block's deltas until it stops: joined once, not per delta
+
+    def feed(self, event: SseEvent) -> str | None:
+        data = event_json(event.data)
+        kind = data.get("type", event.event)
+        if kind == "error":
+            error = data.get("error") or {}
+            raise stream_error(str(error.get("type", "error")), str(error.get("message", "")))
+        if kind == "message_start":
+            self._message = {**data["message"], "content": []}
+        elif kind == "content_block_start":
+            self._blocks[data["index"]] = dict(data["content_block"])
+        elif kind == "content_block_delta":
+            return self._delta(data["index"], data["delta"])
+        elif kind == "content_block_stop":
+            self._close(self._blocks[data["index"]], "".join(self._pieces.pop(data["index"], ())))
+        elif kind == "message_delta":
+            self._message.update(data.get("delta") or {})
+            self._message["usage"] = {**(self._message.get("usage") or {}), **(data.get("usage") or {})}
+        elif kind == "message_stop":
+            self.done = True
+        return None
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> str | None:
+        key = self._CONTENT_DELTAS.get(delta["type"])
+        if key is None:  # thinking, signature, citations: not the answer
+            return None
+        piece = delta[key]
+        self._pieces.setdefault(index, []).append(piece)
+        if not piece:
+            return None
+        return piece if key == "text" else ""  # a tool's input is content, not text
+
+    @staticmethod
+    def _close(block: dict[str, Any], streamed: str) -> None:
+        """A block complete: its text, or a tool's input parsed (an empty one is ``{}``)."""
+        if block["type"] == "text":
+            block["text"] = block.get("text", "") + streamed
+        elif block["type"] == "tool_use" and streamed:
+            block["input"] = json.loads(streamed)
+
+    def payload(self) -> dict[str, Any]:
+        return {**self._message, "content": [self._blocks[i] for i in sorted(self._blocks)]}
 
 
 def _tool(name: str, description: str | None, input_schema: dict[str, Any]) -> dict[str, Any]:

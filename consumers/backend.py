@@ -12,6 +12,13 @@ Ollama, llama.cpp's server, TGI, Turnout's simulator); ``anthropic_backend`` and
 ``gemini_backend`` hold the other two. The request-translation helpers at the bottom
 are shared by the adapters whose formats differ from OpenAI's in the same ways.
 
+With ``stream`` (the deployment's ``stream`` setting) a chat call asks for its answer
+as server-sent events and records its time to first token (``Completion.ttft_ms``); the
+format's ``StreamAssembler`` rebuilds the unstreamed body from the events, so the answer
+reads exactly as unstreamed (``streaming``). A call given ``on_text`` (a request whose
+caller wants the answer as it is written) streams whatever the deployment says and
+hands each piece of text over as it arrives. Embeddings are never streamed.
+
 ``embed`` sends many texts in one call to a format's batch embeddings endpoint
 (OpenAI's ``/embeddings``, Gemini's ``:batchEmbedContents``) through the same plumbing,
 so its errors are classified, retried and scrubbed exactly like a chat call's; a format
@@ -23,7 +30,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Protocol, TypedDict, TypeVar
 
@@ -32,8 +39,11 @@ from pydantic import SecretStr
 
 from turnout.schemas.models import ChatMessage, InferenceRequest
 
-from .aiohttp_transport import AiohttpTransport
+from .aiohttp_transport import EVENT_STREAM, AiohttpTransport
 from .confidence import from_openai_choice
+from .errors import BackendError, stream_error
+from .sse import SseEvent
+from .streaming import StreamAssembler, TextSink, event_json, read_stream
 
 R = TypeVar("R")
 
@@ -57,6 +67,7 @@ class Completion:
     output_tokens: int
     latency_ms: float
     confidence: float | None = None
+    ttft_ms: float | None = None  # streamed calls only: see ``streaming``
 
 
 @dataclass(frozen=True)
@@ -81,22 +92,10 @@ class Embeddings(NamedTuple):
     input_tokens: int
 
 
-class BackendError(Exception):
-    """A failed call; ``code`` is stable, ``retryable`` says whether trying again may help."""
-
-    def __init__(self, code: str, message: str, *, retryable: bool, status: int | None = None, retry_after_s: float | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-        self.status = status
-        self.retry_after_s = retry_after_s
-
-
 class ChatBackend(Protocol):
     provider: str
 
-    async def complete(self, request: InferenceRequest, *, logprobs: bool = False) -> Completion: ...
+    async def complete(self, request: InferenceRequest, *, logprobs: bool = False, on_text: TextSink | None = None) -> Completion: ...
 
     async def embed(self, texts: list[str]) -> EmbeddingResult: ...
 
@@ -121,13 +120,15 @@ class HttpOptions(TypedDict, total=False):
     timeout_s: float
     max_connections: int
     transport: httpx.AsyncBaseTransport | None
+    stream: bool
 
 
 class HttpChatBackend:
     """POST a JSON body, classify what comes back. The API key is sent, never logged.
 
     Subclasses set ``default_provider`` (the wire format's name) and ``fixed_headers``, and
-    implement ``auth_headers``, ``endpoint``, ``body`` and ``read``; a format with a batch
+    implement ``auth_headers``, ``endpoint``, ``body``, ``read``, ``ask_stream`` and
+    ``assembler`` (``stream_endpoint`` too when streaming goes elsewhere); a format with a batch
     embeddings endpoint also implements ``embedding_endpoint``, ``embedding_body`` and
     ``read_embeddings``. ``body`` raises ``invalid_request`` for what the format cannot
     express; ``read`` may raise ``ValueError``/``LookupError``/``TypeError`` on a body of the
@@ -147,8 +148,10 @@ class HttpChatBackend:
         timeout_s: float = 30.0,
         max_connections: int = 64,
         transport: httpx.AsyncBaseTransport | None = None,
+        stream: bool = False,
     ) -> None:
         self.provider = provider or self.default_provider
+        self.stream = stream
         self._served_model = served_model
         self._secret = api_key.get_secret_value() if api_key else None
         self._transport = transport or AiohttpTransport(max_connections)
@@ -176,6 +179,18 @@ class HttpChatBackend:
         """Make ``body`` ask for the answer's token log-probabilities; a format that has
         none (Anthropic's) leaves it alone, and its answers carry no confidence."""
 
+    def ask_stream(self, body: dict[str, Any]) -> None:
+        """Make ``body`` ask for its answer as server-sent events, usage included."""
+        raise NotImplementedError
+
+    def stream_endpoint(self) -> str:
+        """Where a streamed call goes: the same place unless the format says otherwise."""
+        return self.endpoint()
+
+    def assembler(self) -> StreamAssembler:
+        """A fresh gatherer of one streamed answer's events (see ``streaming``)."""
+        raise NotImplementedError
+
     def embedding_endpoint(self) -> str:
         """Where a batch of texts is embedded; a format without such an endpoint refuses."""
         raise invalid_request(f"embeddings are not supported by the {self.default_provider} API")
@@ -194,16 +209,24 @@ class HttpChatBackend:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    async def complete(self, request: InferenceRequest, *, logprobs: bool = False) -> Completion:
+    async def complete(self, request: InferenceRequest, *, logprobs: bool = False, on_text: TextSink | None = None) -> Completion:
         """One chat call. ``logprobs`` asks the provider for the tokens' log-probabilities
         (a cascade that escalates on ``low_confidence`` needs them; nobody else pays the
-        larger answer), where the format has them."""
+        larger answer), where the format has them. ``on_text`` (a caller who wants the
+        answer as it is written) streams the call whatever the deployment's ``stream``
+        says, and is handed each piece of text as it arrives; a server that answers one
+        JSON body anyway hands over nothing (the caller has the whole answer at the end)."""
         body = self.body(request)
         if logprobs:
             self.ask_logprobs(body)
-        answer, latency_ms = await self._exchange(self.endpoint(), body, lambda payload: self.read(payload, request), "completion")
+        if self.stream or on_text is not None:
+            self.ask_stream(body)
+            (answer, ttft_ms), latency_ms = await self._scrubbed(self._streamed(body, request, on_text))
+        else:
+            answer, latency_ms = await self._exchange(self.endpoint(), body, lambda payload: self.read(payload, request), "completion")
+            ttft_ms = None
         content, finish_reason, input_tokens, output_tokens, confidence = answer
-        return Completion(content, finish_reason, input_tokens, output_tokens, latency_ms, confidence)
+        return Completion(content, finish_reason, input_tokens, output_tokens, latency_ms, confidence, ttft_ms)
 
     async def embed(self, texts: list[str]) -> EmbeddingResult:
         """All of ``texts`` in one call; the vectors come back in their order."""
@@ -214,8 +237,12 @@ class HttpChatBackend:
     async def _exchange(self, path: str, body: dict[str, Any], read: Callable[[Any], R], what: str) -> tuple[R, float]:
         """POST ``body``, classify the outcome and read a 200 with ``read``; the key is
         scrubbed from any error a backend echoes it in."""
+        return await self._scrubbed(self._post(path, body, read, what))
+
+    async def _scrubbed(self, call: Awaitable[R]) -> R:
+        """``call``'s result; a ``BackendError`` it raises loses any copy of the key."""
         try:
-            return await self._post(path, body, read, what)
+            return await call
         except BackendError as exc:
             if self._secret and self._secret in exc.message:  # a backend that echoes the key back
                 exc.message = exc.message.replace(self._secret, "***")
@@ -226,23 +253,65 @@ class HttpChatBackend:
         started = time.perf_counter()
         try:
             response = await self._send(path, body)
-        except httpx.TimeoutException as exc:
-            raise BackendError("timeout", f"backend timed out: {type(exc).__name__}", retryable=True) from exc
-        except httpx.TransportError as exc:
-            raise BackendError("backend_unreachable", f"backend unreachable: {exc}", retryable=True) from exc
-        except httpx.RequestError as exc:  # e.g. a body that does not decode with its Content-Encoding
-            raise BackendError("malformed_response", f"backend response unreadable: {exc}", retryable=True) from exc
+        except httpx.RequestError as exc:
+            raise request_failure(exc) from exc
         latency_ms = (time.perf_counter() - started) * 1000
+        return self._read_json(response, read, what), latency_ms
+
+    def _read_json(self, response: httpx.Response, read: Callable[[Any], R], what: str) -> R:
+        """A whole answer read: an error status classified, a 200's JSON read with ``read``."""
         if response.status_code >= 400:
             raise self._http_error(response)
+        return self._read_body(lambda: read(response.json()), what)
+
+    def _read_body(self, reading: Callable[[], R], what: str) -> R:
+        """``reading()``; a body of the wrong shape is a retryable ``malformed_response``."""
         try:
-            return read(response.json()), latency_ms
+            return reading()
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
             raise BackendError(
                 "malformed_response",
                 f"backend answered 200 with a body that is not a {self.default_provider} {what}: {exc!r}",
                 retryable=True,
             ) from exc
+
+    async def _streamed(
+        self, body: dict[str, Any], request: InferenceRequest, on_text: TextSink | None = None
+    ) -> tuple[tuple[Answer, float | None], float]:
+        """A streamed chat call: ``(answer, ttft_ms)`` and the latency to the stream's end.
+        An error status, or a server that answers one JSON body despite ``stream`` (then
+        no time to first token is known), is read whole like an unstreamed answer."""
+        started = time.perf_counter()
+        try:
+            response = await self._open(self.stream_endpoint(), body)
+        except httpx.RequestError as exc:
+            raise request_failure(exc) from exc
+        try:
+            if response.status_code >= 400 or response.headers.get("content-type", "").partition(";")[0].strip() != EVENT_STREAM:
+                try:
+                    await response.aread()
+                except httpx.RequestError as exc:
+                    raise request_failure(exc) from exc
+                answer = self._read_json(response, lambda payload: self.read(payload, request), "completion")
+                return (answer, None), (time.perf_counter() - started) * 1000
+            streamed = await read_stream(response, self.assembler(), started, self.default_provider, on_text)
+            latency_ms = (time.perf_counter() - started) * 1000
+        finally:
+            await response.aclose()
+        answer = self._read_body(lambda: self.read(streamed.payload, request), "completion stream")
+        return (answer, streamed.ttft_ms), latency_ms
+
+    async def _open(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST ``body`` as JSON to ``path`` straight to the transport; the answer's body is
+        still to be read (and the response closed) by the caller."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self._base_url + path)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        request = httpx.Request("POST", url, headers=self._headers, content=content, extensions={"timeout": self._timeout})
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        return response
 
     async def _send(self, path: str, body: dict[str, Any]) -> httpx.Response:
         """POST ``body`` as JSON to ``path`` straight to the transport, and read the answer.
@@ -253,13 +322,7 @@ class HttpChatBackend:
         request carries what the client would add: the timeouts, the default headers and
         the JSON body as httpx encodes it.
         """
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = httpx.URL(self._base_url + path)
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        request = httpx.Request("POST", url, headers=self._headers, content=content, extensions={"timeout": self._timeout})
-        response = await self._transport.handle_async_request(request)
-        response.request = request
+        response = await self._open(path, body)
         try:
             await response.aread()  # decodes its Content-Encoding: an undecodable body raises httpx.DecodingError here
         finally:
@@ -306,6 +369,15 @@ class OpenAIChatBackend(HttpChatBackend):
     def ask_logprobs(self, body: dict[str, Any]) -> None:
         body["logprobs"] = True
 
+    def ask_stream(self, body: dict[str, Any]) -> None:
+        """``include_usage``: the last chunk before ``[DONE]`` carries the usage (without
+        it a streamed answer has none, and could not be billed)."""
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+
+    def assembler(self) -> OpenAIStream:
+        return OpenAIStream()
+
     def read(self, payload: Any, request: InferenceRequest) -> Answer:
         choice = payload["choices"][0]
         message, usage = choice["message"], payload.get("usage") or {}
@@ -332,6 +404,56 @@ class OpenAIChatBackend(HttpChatBackend):
         return Embeddings(in_order(by_index, len(texts)), count(usage.get("prompt_tokens")))
 
 
+class OpenAIStream:
+    """``chat.completion.chunk`` events into the ``chat.completion`` they amount to: the
+    first choice's ``delta.content`` pieces joined, its ``logprobs.content`` tokens
+    concatenated, its ``finish_reason``, and the ``usage`` of the last chunk; ``data:
+    [DONE]`` ends it. A tool call's argument deltas are content for the time to first
+    token, and left out of the text, as an unstreamed answer leaves them."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self._pieces: list[str] = []
+        self._tokens: list[Any] | None = None  # logprobs.content, when the chunks carry it
+        self._finish_reason: str | None = None
+        self._usage: dict[str, Any] | None = None
+
+    def feed(self, event: SseEvent) -> str | None:
+        if event.data == "[DONE]":
+            self.done = True
+            return None
+        chunk = event_json(event.data)
+        error = chunk.get("error")
+        if error:  # OpenAI and vLLM report a failure after the 200 as a chunk with an error object
+            raise stream_error(str(error.get("type") or error.get("code") or "error"), str(error.get("message", "")))
+        self._usage = chunk.get("usage") or self._usage
+        content: str | None = None
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            piece = text(delta.get("content"))
+            if piece:
+                self._pieces.append(piece)
+                content = (content or "") + piece
+            elif delta.get("tool_calls") and content is None:
+                content = ""
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+                self._tokens = self._tokens if self._tokens is not None else []
+                self._tokens.extend(logprobs["content"])
+            self._finish_reason = choice.get("finish_reason") or self._finish_reason
+        return content
+
+    def payload(self) -> dict[str, Any]:
+        choice = {
+            "message": {"role": "assistant", "content": "".join(self._pieces) if self._pieces else None},
+            "finish_reason": self._finish_reason,
+            "logprobs": {"content": self._tokens} if self._tokens is not None else None,
+        }
+        return {"object": "chat.completion", "choices": [choice], "usage": self._usage}
+
+
 def _openai_message(message: ChatMessage) -> dict[str, Any]:
     """A turn in the OpenAI format; a turn with images becomes a list of content parts."""
     out: dict[str, Any] = {"role": message.role, "content": message.content}
@@ -345,6 +467,16 @@ def _openai_message(message: ChatMessage) -> dict[str, Any]:
 
 
 # -- reading responses ---------------------------------------------------------------------
+def request_failure(exc: httpx.RequestError) -> BackendError:
+    """A call that got no readable answer, by what went wrong: all worth another try."""
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendError("timeout", f"backend timed out: {type(exc).__name__}", retryable=True)
+    if isinstance(exc, httpx.TransportError):
+        return BackendError("backend_unreachable", f"backend unreachable: {exc}", retryable=True)
+    # e.g. a body that does not decode with its Content-Encoding
+    return BackendError("malformed_response", f"backend response unreadable: {exc}", retryable=True)
+
+
 def error_object(response: httpx.Response) -> dict[str, Any] | None:
     """The ``error`` object of an error body: OpenAI, Anthropic and Google all send one."""
     try:

@@ -31,6 +31,7 @@ def make_backend(
         timeout_s=deployment.timeout_s,
         max_connections=deployment.concurrency,  # the worker's semaphore admits no more calls than this
         transport=transport,
+        stream=deployment.stream,
     )
     served = deployment.served_model
     match deployment.api:

@@ -38,7 +38,7 @@ from turnout.schemas.worker_config import BreakerConfig
 
 BreakerState = Literal["closed", "open", "half_open"]
 
-FAILURE_CODES: frozenset[str] = frozenset({"timeout", "backend_unreachable", "backend_error", "malformed_response"})
+FAILURE_CODES: frozenset[str] = frozenset({"timeout", "backend_unreachable", "backend_error", "malformed_response", "stream_interrupted"})
 """``BackendError.code`` values that say the deployment is unhealthy (see the module doc)."""
 
 _BUCKETS = 30

@@ -10,10 +10,16 @@ Embeddings go to ``:batchEmbedContents``, one ``requests[]`` entry per text, in 
 the answer's ``embeddings[i].values`` follow the order of the requests. The Gemini API
 reports no usage there (``usageMetadata`` is read when present), so the worker bills
 such a call at the router's token count.
+
+Streamed, a call goes to ``:streamGenerateContent?alt=sse``: each event is a
+``GenerateContentResponse`` holding the next parts of the candidate; the last one has its
+``finishReason`` and the final ``usageMetadata`` (there is no end-of-stream event, so a
+stream without a finish reason was cut). ``GeminiStream`` rebuilds the whole response.
 """
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import re
 from typing import Any
@@ -39,6 +45,9 @@ from .backend import (
     turns,
 )
 from .confidence import from_gemini_candidate
+from .errors import stream_error
+from .sse import SseEvent
+from .streaming import event_json
 
 # Reasons Google stops a candidate for what it says rather than how long it is.
 _FILTERED = frozenset(
@@ -61,6 +70,15 @@ class GeminiBackend(HttpChatBackend):
 
     def endpoint(self) -> str:
         return f"/{self._model_path}:generateContent"
+
+    def stream_endpoint(self) -> str:
+        return f"/{self._model_path}:streamGenerateContent?alt=sse"
+
+    def ask_stream(self, body: dict[str, Any]) -> None:
+        """Nothing in the body: streaming is the endpoint (``stream_endpoint``)."""
+
+    def assembler(self) -> GeminiStream:
+        return GeminiStream()
 
     @property
     def _model_path(self) -> str:
@@ -133,6 +151,47 @@ class GeminiBackend(HttpChatBackend):
         delay = next((d.get("retryDelay") for d in details if isinstance(d, dict) and d.get("@type") == _RETRY_INFO), None)
         match = _DELAY.fullmatch(str(delay))
         return float(match[1]) if match else None
+
+
+class GeminiStream:
+    """``GenerateContentResponse`` chunks into one: the first candidate's parts in order
+    (``read`` joins their text), the last ``finishReason``, ``usageMetadata`` and
+    ``avgLogprobs`` seen (the final chunk's hold the whole answer's), and a
+    ``promptFeedback``, whose ``blockReason`` ends a stream that has no candidates."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self._parts: list[dict[str, Any]] = []
+        self._candidate: dict[str, Any] | None = None
+        self._response: dict[str, Any] = {}
+
+    def feed(self, event: SseEvent) -> str | None:
+        chunk = event_json(event.data)
+        error = chunk.get("error")
+        if error:
+            raise stream_error(str(error.get("status") or error.get("code") or "error"), str(error.get("message", "")))
+        for key in ("usageMetadata", "promptFeedback", "modelVersion"):
+            if key in chunk:
+                self._response[key] = chunk[key]
+        if (chunk.get("promptFeedback") or {}).get("blockReason"):
+            self.done = True
+        candidates = chunk.get("candidates") or []
+        if not candidates:
+            return None
+        candidate = candidates[0]
+        parts = (candidate.get("content") or {}).get("parts") or []
+        self._parts.extend(parts)
+        self._candidate = {**(self._candidate or {}), **{k: v for k, v in candidate.items() if k != "content"}}
+        if candidate.get("finishReason"):
+            self.done = True
+        texts = [p["text"] for p in parts if p.get("text") and not p.get("thought")]
+        if texts:
+            return "".join(texts)
+        return "" if any("functionCall" in p for p in parts) else None
+
+    def payload(self) -> dict[str, Any]:
+        candidates = [] if self._candidate is None else [{**self._candidate, "content": {"role": "model", "parts": self._parts}}]
+        return {**self._response, "candidates": candidates}
 
 
 def _finish_reason(reason: str, parts: list[dict[str, Any]]) -> str:

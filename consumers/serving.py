@@ -27,6 +27,15 @@ concurrency slot are taken once per batch call rather than per request. A failed
 call is a failed try of every request in it; each retries or moves on along its own plan.
 Its response carries the vectors and its share of the call's usage, priced at the
 fleet's input price.
+
+A chat request with ``stream`` set (not a shadow copy) is called streaming on any
+deployment, and its text goes to ``emit`` in ``ResponseChunk``s as it is written, one
+``ChunkBatcher`` per call (``chunks``): each chunk names its call's attempt, so a call
+that fails mid-stream is replaced, for the reader, by the next one (a retry, a fallback,
+a re-ask or an escalation alike). Once the answer is decided, one more chunk carries it
+whole when the last call's chunks do not add up to it (``ChunkStream.settle``: a cache
+hit, a server that could not stream, a repaired structured answer). The final response
+is published as for any request.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from turnout.schemas.topics import Topics
 
 from .backend import BackendError, Completion, EmbeddingResult
 from .cache import cache_key, cacheable, request_cacheable
+from .chunks import ChunkBatcher, ChunkStream, Emit
 from .deployment import CachedAnswer, Deployment, Metered, Skipped, guarded
 from .flow import backoff_s
 from .structured import InvalidSchema, reask_messages
@@ -65,8 +75,9 @@ MAX_RESPONSE_FLOATS = 200_000
 1 MB a Kafka message may hold by default (a larger one could not be published at all)."""
 
 R = TypeVar("R", bound=Metered)
-Try = Callable[[float], Awaitable[R]]
-"""One try on the backend, given the seconds it may wait to start (``Skipped`` beyond)."""
+Try = Callable[[float, int], Awaitable[R]]
+"""One try on the backend, given the seconds it may wait to start (``Skipped`` beyond)
+and its attempt (its index among the slip's attempts, which a streamed answer's chunks carry)."""
 
 
 @dataclass
@@ -104,35 +115,72 @@ class Call(Generic[R]):
     expired: bool = False
 
 
-async def serve(slip: RoutedRequest, deployment: Deployment, topics: Topics, settings: WorkerSettings, rng: random.Random) -> Outcome:
+async def serve(
+    slip: RoutedRequest, deployment: Deployment, topics: Topics, settings: WorkerSettings, rng: random.Random, emit: Emit | None = None
+) -> Outcome:
+    """``emit`` takes the chunks of a request that streams (``InferenceRequest.stream``)
+    as they are written; without it, no request's answer is streamed to its caller."""
+    chunks = _chunk_stream(slip, deployment, settings, emit)
+    outcome = await _serve(slip, deployment, topics, settings, rng, chunks)
+    response = next((m.record for m in outcome.messages if isinstance(m.record, InferenceResponse)), None)
+    if chunks is not None and response is not None:
+        chunks.settle(response)
+    return outcome
+
+
+async def _serve(
+    slip: RoutedRequest, deployment: Deployment, topics: Topics, settings: WorkerSettings, rng: random.Random, chunks: ChunkStream | None
+) -> Outcome:
     outcome = Outcome()
     if _expired(slip):
-        return _final(outcome, slip, topics, _deadline_error(slip))
+        return _final(outcome, slip, deployment, topics, _deadline_error(slip))
     key = _cache_key(slip, deployment, settings)
     cached = deployment.cache.get(key) if key and deployment.cache is not None else None
     if cached is not None:
-        return _final(outcome, slip, topics, _cached_response(slip, deployment, cached))
+        return _final(outcome, slip, deployment, topics, _cached_response(slip, deployment, cached))
     embedding = slip.request.input is not None
-    try_once = _embedding_try(slip, deployment) if embedding else _completion_try(slip, slip.request, deployment)
+    try_once = _embedding_try(slip, deployment) if embedding else _completion_try(slip, slip.request, deployment, chunks)
     call: Call = await _call(outcome, slip, try_once, deployment, topics, settings, rng)
     if call.expired:
-        return _final(outcome, call.slip, topics, _deadline_error(call.slip))
+        return _final(outcome, call.slip, deployment, topics, _deadline_error(call.slip))
     if call.result is None:
-        return _move_on(outcome, call.slip, topics, call.skipped)
+        return _move_on(outcome, call.slip, deployment, topics, call.skipped)
     if embedding:
         return _embedded(outcome, call, deployment, topics, settings, key)
-    return await _answer(outcome, call, deployment, topics, settings, rng, key)
+    return await _answer(outcome, call, deployment, topics, settings, rng, key, chunks)
 
 
-def _completion_try(slip: RoutedRequest, request: InferenceRequest, deployment: Deployment) -> Try[Completion]:
+def _completion_try(slip: RoutedRequest, request: InferenceRequest, deployment: Deployment, chunks: ChunkStream | None) -> Try[Completion]:
     tokens, logprobs = _token_estimate(slip, request, deployment.config), slip.min_confidence is not None
-    return lambda budget_s: guarded(deployment, tokens, budget_s, lambda: deployment.backend.complete(request, logprobs=logprobs))
+    if chunks is None:
+        return lambda budget_s, _: guarded(deployment, tokens, budget_s, lambda: deployment.backend.complete(request, logprobs=logprobs))
+    return lambda budget_s, attempt: guarded(deployment, tokens, budget_s, lambda: _streamed(deployment, request, logprobs, chunks.call(attempt)))
+
+
+def _chunk_stream(slip: RoutedRequest, deployment: Deployment, settings: WorkerSettings, emit: Emit | None) -> ChunkStream | None:
+    """When the caller wants the answer streamed (never for a shadow copy, whose answer
+    nobody reads, nor an embedding request, which has no text)."""
+    if emit is None or not slip.request.stream or slip.shadow or slip.request.input is not None:
+        return None
+    return ChunkStream(slip.request, len(slip.attempts), deployment.model_id, settings.stream_chunks, emit)
+
+
+async def _streamed(deployment: Deployment, request: InferenceRequest, logprobs: bool, batcher: ChunkBatcher) -> Completion:
+    """A call whose text goes out in chunks as it comes: the rest of it once the call
+    answered, nothing more once it failed (the next attempt's chunks replace it)."""
+    try:
+        completion = await deployment.backend.complete(request, logprobs=logprobs, on_text=batcher)
+    except BaseException:
+        batcher.discard()
+        raise
+    batcher.flush()
+    return completion
 
 
 def _embedding_try(slip: RoutedRequest, deployment: Deployment) -> Try[EmbeddingResult]:
     """The request's texts join the deployment's next batch call (see ``embedding_batch``)."""
     texts, tokens = slip.request.input or [], max(1, slip.decision.signals.input_tokens)
-    return lambda budget_s: deployment.batcher.embed(texts, tokens=tokens, budget_s=budget_s)
+    return lambda budget_s, _: deployment.batcher.embed(texts, tokens=tokens, budget_s=budget_s)
 
 
 async def _call(
@@ -152,7 +200,7 @@ async def _call(
         budget_s = min(settings.max_wait_s, _seconds_left(slip))
         started_at = utcnow()
         try:
-            result = await try_once(budget_s)
+            result = await try_once(budget_s, len(slip.attempts))
         except Skipped as skipped:
             return Call(slip, skipped=skipped.info)
         except BackendError as exc:
@@ -181,13 +229,20 @@ def _embedded(outcome: Outcome, call: Call[EmbeddingResult], deployment: Deploym
             "within Kafka's default 1 MB message limit: send fewer texts per request",
             details={"vectors": str(len(result.vectors)), "floats": str(floats)},
         )
-        return _final(outcome, slip, topics, _paid_error(slip, deployment, error, usage, cost))
+        return _final(outcome, slip, deployment, topics, _paid_error(slip, deployment, error, usage, cost))
     response = _ok_response(slip, deployment, usage, cost, result.latency_ms, embeddings=result.vectors)
     return _answered(outcome, slip, deployment, topics, settings, key, response)
 
 
 async def _answer(
-    outcome: Outcome, call: Call[Completion], deployment: Deployment, topics: Topics, settings: WorkerSettings, rng: random.Random, key: str | None
+    outcome: Outcome,
+    call: Call[Completion],
+    deployment: Deployment,
+    topics: Topics,
+    settings: WorkerSettings,
+    rng: random.Random,
+    key: str | None,
+    chunks: ChunkStream | None = None,
 ) -> Outcome:
     completion, slip = call.result, _record_success(outcome, call, deployment, topics)
     assert completion is not None
@@ -207,11 +262,11 @@ async def _answer(
             result = deployment.checker.check(content, schema)
         except InvalidSchema as exc:
             error = ErrorInfo(code="invalid_request", message=f"response_schema is not usable: {exc}")
-            return _final(outcome, slip, topics, error_response(slip.request.id, slip.request.tenant, error, slip))
+            return _final(outcome, slip, deployment, topics, error_response(slip.request.id, slip.request.tenant, error, slip))
         validation = "repaired" if result.repaired else "passed"
         if not result.ok:
             reask = slip.request.model_copy(update={"messages": reask_messages(slip.request.messages, content, result.errors)})
-            second = await _call(outcome, slip, _completion_try(slip, reask, deployment), deployment, topics, settings, rng)
+            second = await _call(outcome, slip, _completion_try(slip, reask, deployment, chunks), deployment, topics, settings, rng)
             slip = second.slip
             if second.result is not None:
                 slip = _record_success(outcome, second, deployment, topics)
@@ -223,7 +278,7 @@ async def _answer(
                 forwarded = _escalate(outcome, slip, topics, "validation_failed")
                 if forwarded is not None:
                     return forwarded
-                return _final(outcome, slip, topics, _invalid_output(slip, deployment, result.errors, cost, usage_in, usage_out))
+                return _final(outcome, slip, deployment, topics, _invalid_output(slip, deployment, result.errors, cost, usage_in, usage_out))
         content = result.content or content
     usage = Usage(input_tokens=usage_in, output_tokens=usage_out)
     response = _ok_response(
@@ -236,6 +291,7 @@ async def _answer(
         finish_reason=completion.finish_reason,
         validation=validation,
         confidence=completion.confidence,
+        ttft_ms=completion.ttft_ms,
     )
     return _answered(outcome, slip, deployment, topics, settings, key, response)
 
@@ -264,7 +320,7 @@ def _answered(
     """Publish a fresh answer, and keep it for identical requests when it may be reused."""
     if key and deployment.cache is not None and cacheable(slip, response, settings.cache):
         deployment.cache.put(key, CachedAnswer(response.content, response.finish_reason, response.validation, response.embeddings))
-    return _final(outcome, slip, topics, response)
+    return _final(outcome, slip, deployment, topics, response)
 
 
 def _cache_key(slip: RoutedRequest, deployment: Deployment, settings: WorkerSettings) -> str | None:
@@ -298,7 +354,8 @@ def _token_estimate(slip: RoutedRequest, request: InferenceRequest, config: Mode
 
 
 def _record_attempt(outcome: Outcome, slip: RoutedRequest, deployment: Deployment, topics: Topics, attempt: Attempt, usage: tuple[int, int, float] = (0, 0, 0.0)) -> RoutedRequest:
-    outcome.messages.append(Publish(topics.events, slip.request.id, attempt_event(slip, attempt, len(slip.attempts), *usage)))
+    event = attempt_event(slip, attempt, len(slip.attempts), *usage, region=deployment.config.region)
+    outcome.messages.append(Publish(topics.events, slip.request.id, event))
     return slip.model_copy(update={"attempts": [*slip.attempts, attempt]})
 
 
@@ -307,8 +364,15 @@ def _record_success(outcome: Outcome, call: Call, deployment: Deployment, topics
     assert result is not None and started_at is not None
     cost = deployment.config.cost_usd(result.input_tokens, result.output_tokens)
     confidence = getattr(result, "confidence", None)  # a completion's, when logprobs were asked for
+    ttft_ms = getattr(result, "ttft_ms", None)  # a streamed completion's
     attempt = Attempt(
-        model=deployment.model_id, provider=deployment.backend.provider, started_at=started_at, latency_ms=result.latency_ms, status="ok", confidence=confidence
+        model=deployment.model_id,
+        provider=deployment.backend.provider,
+        started_at=started_at,
+        latency_ms=result.latency_ms,
+        status="ok",
+        confidence=confidence,
+        ttft_ms=ttft_ms,
     )
     return _record_attempt(outcome, call.slip, deployment, topics, attempt, (result.input_tokens, result.output_tokens, cost))
 
@@ -356,7 +420,7 @@ def _paid_error(slip: RoutedRequest, deployment: Deployment, error: ErrorInfo, u
     return response.model_copy(update={"model": deployment.model_id, "cost_usd": cost, "usage": usage})
 
 
-def _move_on(outcome: Outcome, slip: RoutedRequest, topics: Topics, skipped: ErrorInfo | None) -> Outcome:
+def _move_on(outcome: Outcome, slip: RoutedRequest, deployment: Deployment, topics: Topics, skipped: ErrorInfo | None) -> Outcome:
     """Retries are spent (or the deployment cannot take the request in time): forward the
     slip to the next step of its plan, or give up."""
     next_step = slip.next_step
@@ -371,13 +435,13 @@ def _move_on(outcome: Outcome, slip: RoutedRequest, topics: Topics, skipped: Err
         + (f"{last.code}: {last.message}" if last else "none"),
         retryable=True,
     )
-    return _final(outcome, slip, topics, error_response(slip.request.id, slip.request.tenant, error, slip))
+    return _final(outcome, slip, deployment, topics, error_response(slip.request.id, slip.request.tenant, error, slip))
 
 
-def _final(outcome: Outcome, slip: RoutedRequest, topics: Topics, response: InferenceResponse) -> Outcome:
+def _final(outcome: Outcome, slip: RoutedRequest, deployment: Deployment, topics: Topics, response: InferenceResponse) -> Outcome:
     if not slip.shadow:  # a shadow copy is served and recorded, never returned
         outcome.messages.append(Publish(slip.request.reply_topic or topics.responses, slip.request.id, response))
-    outcome.messages.append(Publish(topics.events, slip.request.id, final_event(slip, response)))
+    outcome.messages.append(Publish(topics.events, slip.request.id, final_event(slip, response, deployment.config.region)))
     outcome.answered = True
     return outcome
 

@@ -4,17 +4,22 @@ It checks what the real API checks first (an ``x-api-key``, an ``anthropic-versi
 a ``max_tokens``), answers a ``message`` with text or, for a forced tool, a ``tool_use``
 block, ``stop_reason`` ``end_turn``/``max_tokens``/``tool_use`` and ``usage`` in input and
 output tokens, and errors as ``{"type": "error", "error": {"type", "message"}}`` with
-Anthropic's statuses (an overloaded deployment answers 529, not 503).
+Anthropic's statuses (an overloaded deployment answers 529, not 503). With ``stream:
+true`` the same message comes as Anthropic's named events: ``message_start``,
+``content_block_start``, a ``ping``, one ``content_block_delta`` per token (``text_delta``,
+or ``input_json_delta`` pieces of a tool's input), ``content_block_stop``,
+``message_delta`` (stop reason, output tokens) and ``message_stop``.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from .sim_faults import Failure
-from .sim_wire import Answer, BadRequest, SimCall, Structured, messages_of, prompt_tokens, request_body, text_of
+from .sim_wire import Answer, BadRequest, SimCall, StreamEvents, Structured, messages_of, pieces, prompt_tokens, request_body, sse, text_of
 
 __all__ = ["AnthropicMessages"]
 
@@ -51,6 +56,7 @@ class AnthropicMessages:
             last_text=texts[-1],
             max_tokens=limit,
             structured=_structured(body),
+            stream=body.get("stream") is True,
         )
 
     def render(self, call: SimCall, answer: Answer) -> dict[str, Any]:
@@ -72,9 +78,35 @@ class AnthropicMessages:
             "usage": {"input_tokens": call.prompt_tokens, "output_tokens": answer.tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
         }
 
+    def render_stream(self, call: SimCall, answer: Answer) -> StreamEvents:
+        """``render``'s message as Anthropic streams it: gathered, the events give it back."""
+        whole = self.render(call, answer)
+        block, usage = whole["content"][0], whole["usage"]
+        start = {**whole, "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
+        if block["type"] == "tool_use":
+            opening = {**block, "input": {}}
+            deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in pieces(json.dumps(block["input"], ensure_ascii=False))]
+        else:
+            opening = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": piece} for piece in pieces(block["text"])]
+        events = [_event("content_block_delta", index=0, delta=delta) for delta in deltas]
+        head = [_event("message_start", message=start), _event("content_block_start", index=0, content_block=opening), _event("ping"), events[0]]
+        tail = [
+            *events[1:],
+            _event("content_block_stop", index=0),
+            _event("message_delta", delta={"stop_reason": whole["stop_reason"], "stop_sequence": None}, usage={"output_tokens": usage["output_tokens"]}),
+            _event("message_stop"),
+        ]
+        return StreamEvents(head, tail)
+
     def error(self, failure: Failure, message: str, param: str | None = None) -> tuple[int, dict[str, Any]]:
         status, kind, default = _ERRORS[failure]
         return status, {"type": "error", "error": {"type": kind, "message": message or default}}
+
+
+def _event(kind: str, **fields: Any) -> bytes:
+    """An Anthropic stream event: named, its JSON repeating the name as ``type``."""
+    return sse({"type": kind, **fields}, event=kind)
 
 
 def _structured(body: dict[str, Any]) -> Structured | None:

@@ -5,6 +5,9 @@ Faithful where clients look: a ``chat.completion`` with ``usage``, ``finish_reas
 ``"length"`` when ``max_completion_tokens`` (or the older ``max_tokens``) cuts the answer,
 structured output through ``response_format`` (``json_schema`` or ``json_object``) or a
 forced function tool, token ``logprobs`` when asked for, and errors as ``{"error": {"message", "type", "param", "code"}}``;
+with ``stream: true``, the same answer as ``chat.completion.chunk`` events (a role chunk,
+one chunk per token with its logprobs, a finish chunk, with ``stream_options.include_usage``
+a last chunk with no choices and the usage, then ``data: [DONE]``);
 an embeddings ``list`` with one ``embedding`` per input in input order, as floats or as
 base64 float32 (``encoding_format``, which the official SDK sets to base64), and usage.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import array
 import base64
+import json
 import sys
 import time
 import uuid
@@ -20,7 +24,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from .sim_faults import Failure
-from .sim_wire import Answer, BadRequest, EmbeddingCall, SimCall, Structured, messages_of, prompt_tokens, request_body, text_of, token_logprobs
+from .sim_wire import (
+    Answer,
+    BadRequest,
+    EmbeddingCall,
+    SimCall,
+    StreamEvents,
+    Structured,
+    messages_of,
+    pieces,
+    prompt_tokens,
+    request_body,
+    sse,
+    text_of,
+    token_logprobs,
+)
 
 __all__ = ["OpenAIChat", "OpenAIEmbeddings"]
 
@@ -34,6 +52,8 @@ _ERRORS: dict[Failure, tuple[int, str, str, str]] = {
     Failure.AUTHENTICATION: (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
 }
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
+_SLOT = "\x00"  # where a chunk's choice goes in its encoded frame: a NUL, which no id or model name holds
+_SLOT_JSON = json.dumps(_SLOT)
 
 
 class OpenAIChat:
@@ -43,6 +63,7 @@ class OpenAIChat:
         body, model = request_body(raw)
         messages = messages_of(body)
         limit = body.get("max_completion_tokens", body.get("max_tokens"))  # the current name first
+        options = body.get("stream_options")
         return SimCall(
             model=model,
             prompt_tokens=prompt_tokens([text_of(m.get("content")) for m in messages], len(messages)),
@@ -50,6 +71,8 @@ class OpenAIChat:
             max_tokens=limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None,
             structured=_structured(body),
             logprobs=body.get("logprobs") is True,
+            stream=body.get("stream") is True,
+            stream_usage=isinstance(options, dict) and options.get("include_usage") is True,
         )
 
     def render(self, call: SimCall, answer: Answer) -> dict[str, Any]:
@@ -71,6 +94,36 @@ class OpenAIChat:
             "choices": [{"index": 0, "message": message, "logprobs": _logprobs(answer) if call.logprobs else None, "finish_reason": "length" if answer.cut else finish}],
             "usage": usage,
         }
+
+    def render_stream(self, call: SimCall, answer: Answer) -> StreamEvents:
+        """``render``'s answer as OpenAI streams it: the same id, text, logprobs, finish
+        reason and usage, so that a client gathering the chunks gets ``render``'s body."""
+        whole = self.render(call, answer)
+        choice, message = whole["choices"][0], whole["choices"][0]["message"]
+        frame = {key: whole[key] for key in ("id", "created", "model", "system_fingerprint")} | {"object": "chat.completion.chunk"}
+        usage = {"usage": None} if call.stream_usage else {}
+        # every chunk is the same frame around its choice: encoded once, the choice spliced
+        # in (json.dumps of the whole chunk per token was most of a streamed call's CPU)
+        before, after = json.dumps({**frame, "choices": [_SLOT], **usage}, ensure_ascii=False, separators=(",", ":")).split(_SLOT_JSON)
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None, logprobs: Any = None) -> bytes:
+            choice = json.dumps({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}, ensure_ascii=False, separators=(",", ":"))
+            return sse(before + choice + after)
+
+        opening = {"role": "assistant", "content": "", "refusal": None}
+        if message.get("tool_calls"):
+            call_ = message["tool_calls"][0]
+            opening = {"role": "assistant", "content": None, "tool_calls": [{"index": 0, **call_, "function": {"name": call_["function"]["name"], "arguments": ""}}]}
+            tokens = [chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}) for piece in pieces(answer.text)]
+        else:
+            tokens = [
+                chunk({"content": piece}, logprobs={"content": [_token(piece, logprob)], "refusal": None} if call.logprobs else None)
+                for piece, logprob in token_logprobs(answer)
+            ]
+        tail = tokens[1:] + [chunk({}, choice["finish_reason"])]
+        if call.stream_usage:
+            tail.append(sse({**frame, "choices": [], "usage": whole["usage"]}))
+        return StreamEvents(head=[chunk(opening), tokens[0]], tail=[*tail, sse("[DONE]")])
 
     def error(self, failure: Failure, message: str, param: str | None = None) -> tuple[int, dict[str, Any]]:
         status, kind, code, default = _ERRORS[failure]
@@ -113,8 +166,11 @@ class OpenAIEmbeddings(OpenAIChat):
 def _logprobs(answer: Answer) -> dict[str, Any]:
     """``choices[].logprobs`` as OpenAI sends it when the call sets ``logprobs: true``
     (no ``top_logprobs`` asked: each token's alternatives are an empty list)."""
-    content = [{"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []} for token, logprob in token_logprobs(answer)]
-    return {"content": content, "refusal": None}
+    return {"content": [_token(token, logprob) for token, logprob in token_logprobs(answer)], "refusal": None}
+
+
+def _token(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": []}
 
 
 def _base64_float32(vector: list[float]) -> str:

@@ -22,8 +22,8 @@ from .sim_faults import CallPlan, Failure, Fault
 from .sim_json import instance, near_json, violate
 
 __all__ = [
-    "Answer", "BadRequest", "EmbeddingCall", "SimCall", "Structured", "WireFormat",
-    "compose_answer", "messages_of", "prompt_tokens", "request_body", "text_of", "unit_vector",
+    "Answer", "BadRequest", "EmbeddingCall", "SimCall", "StreamEvents", "Structured", "WireFormat",
+    "compose_answer", "messages_of", "pieces", "prompt_tokens", "request_body", "sse", "text_of", "unit_vector",
 ]
 
 CHARS_PER_TOKEN = 4
@@ -64,6 +64,8 @@ class SimCall:
     structured: Structured | None = None
     embedding: EmbeddingCall | None = None
     logprobs: bool = False
+    stream: bool = False  # answer as server-sent events
+    stream_usage: bool = False  # OpenAI's stream_options.include_usage (Anthropic streams always carry usage)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,30 @@ class Answer:
     confidence: float = 0.0
 
 
+@dataclass(frozen=True)
+class StreamEvents:
+    """A streamed answer's encoded events: ``head`` up to and including the first
+    content token, ``tail`` the rest. The simulator sends the head after the profile's
+    share of the latency (``first_token_share``) and the tail at its end, so a client
+    measures a time to first token shorter than the call."""
+
+    head: list[bytes]
+    tail: list[bytes]
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    """One server-sent event: ``data`` as compact JSON (a string as it is), named when
+    the format names its events (Anthropic's), as the real APIs send them."""
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return (f"event: {event}\n" if event else "").encode() + b"data: " + payload.encode() + b"\n\n"
+
+
+def pieces(text: str) -> list[str]:
+    """``text`` in the pieces a stream delivers: about a token (``CHARS_PER_TOKEN``
+    characters) each, as ``token_logprobs`` cuts them; one empty piece for no text."""
+    return [text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)] or [""]
+
+
 class BadRequest(Exception):
     """A request the real API would refuse: answered 400 (or 401) in the format's shape."""
 
@@ -111,6 +137,9 @@ class WireFormat(Protocol):
 
     def render(self, call: SimCall, answer: Answer) -> dict[str, Any]:
         """The 200 body."""
+
+    def render_stream(self, call: SimCall, answer: Answer) -> StreamEvents:
+        """The same answer as the format's server-sent events."""
 
     def error(self, failure: Failure, message: str, param: str | None = None) -> tuple[int, dict[str, Any]]:
         """The status and body of an error answer."""
@@ -150,8 +179,8 @@ def request_body(raw: bytes) -> tuple[dict[str, Any], str]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model: Field required", param="model")
-    if body.get("stream"):
-        raise BadRequest("stream: the simulator answers only non-streaming requests", param="stream")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise BadRequest("stream: Input should be a valid boolean", param="stream")
     return body, model
 
 
@@ -192,10 +221,8 @@ def token_logprobs(answer: Answer) -> list[tuple[str, float]]:
     """The answer's tokens (about ``CHARS_PER_TOKEN`` characters each, as its usage counts
     them) with their log-probabilities: all ``log(confidence)``, so that whatever way a
     client averages them it reads the answer's confidence back."""
-    text = answer.text
-    pieces = [text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)] or [""]
     logprob = math.log(answer.confidence)
-    return [(piece, logprob) for piece in pieces]
+    return [(piece, logprob) for piece in pieces(answer.text)]
 
 
 def _prose(call: SimCall, tokens: int) -> str:

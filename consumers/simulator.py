@@ -8,8 +8,12 @@ per served model (``SimulatorSettings``) deciding latency and faults the same wa
 both: hangs past the client's timeout, 429s with ``Retry-After``, independent 500s,
 deployment-wide bursts of 5xx, bodies cut mid-JSON or replaced by an HTML page, and for
 structured-output requests answers that validate against the request's schema, break
-it, or come as near-JSON. Routing, retries, fallback, validation and cost accounting
-thus meet the shapes and failures a real provider sends. ``GET /health`` counts what it
+it, or come as near-JSON. A chat call with ``stream: true`` gets the same answer as the
+format's server-sent events: its first token after ``first_token_share`` of the call's
+latency and the rest at its end; a truncated body becomes a stream that stops half-way
+without the format's last event, a malformed one an HTML page. Routing, retries,
+fallback, validation and cost accounting thus meet the shapes and failures a real
+provider sends. ``GET /health`` counts what it
 did. This module wires HTTP to the parts: ``sim_faults`` decides, ``sim_wire`` composes
 the answer, ``sim_openai``/``sim_anthropic`` translate it, ``sim_stats`` counts.
 """
@@ -27,10 +31,10 @@ from aiohttp import web
 from turnout.schemas.settings import SimulatorProfile, SimulatorSettings
 
 from .sim_anthropic import AnthropicMessages
-from .sim_faults import Failure, Fault, FaultPlanner
+from .sim_faults import CallPlan, Failure, Fault, FaultPlanner
 from .sim_openai import OpenAIChat, OpenAIEmbeddings
 from .sim_stats import SimStats
-from .sim_wire import BadRequest, WireFormat, compose_answer
+from .sim_wire import BadRequest, SimCall, WireFormat, compose_answer
 
 __all__ = ["Simulator", "run_simulator"]
 
@@ -97,6 +101,8 @@ class Simulator:
         profile = self.settings.profile(call.model)
         plan = self.planner.plan(call.model, profile, structured=call.structured is not None)
         self.stats.planned(call.model, plan)
+        if call.stream and plan.failure is None and plan.body_fault is not Fault.MALFORMED:
+            return await self._stream(wire, call, profile, plan, request)
         await self._wait(plan.delay_s)
         if plan.failure is not None:
             return _failure(wire, plan.failure, call.model, profile)
@@ -104,6 +110,27 @@ class Simulator:
         if answer.fault is not None:
             self.stats.fault(call.model, answer.fault)
         return _send(200, wire.render(call, answer), body_fault=plan.body_fault)
+
+    async def _stream(self, wire: WireFormat, call: SimCall, profile: SimulatorProfile, plan: CallPlan, request: web.Request) -> web.StreamResponse:
+        """The answer as events: the head (to the first token) after ``first_token_share``
+        of the delay, the tail after the rest. A hung call is silent for all of its delay
+        first, as a hung server sends nothing at all. A truncated stream ends half-way."""
+        answer = compose_answer(call, profile, plan)
+        if answer.fault is not None:
+            self.stats.fault(call.model, answer.fault)
+        events = wire.render_stream(call, answer)
+        first_s = plan.delay_s if Fault.TIMEOUT in plan.faults else plan.delay_s * profile.first_token_share
+        await self._wait(first_s)
+        response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+        response.content_type = "text/event-stream"
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # a client that gave up (its timeout) mid-stream
+            await response.write(b"".join(events.head))
+            await self._wait(plan.delay_s - first_s)
+            tail = events.tail[: len(events.tail) // 2] if plan.body_fault is Fault.TRUNCATED else events.tail
+            await response.write(b"".join(tail))
+            await response.write_eof()
+        return response
 
     async def _wait(self, delay_s: float) -> None:
         if delay_s > 0 and not self._closing.is_set():

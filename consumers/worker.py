@@ -14,6 +14,10 @@ partitions, and each replica takes the share of the provider's rate limits that 
 the share of partitions it owns, updated on every rebalance. Each replica publishes its
 circuit breaker's state and its backlog on the compacted health topic, at once when
 the breaker changes state, so routers stop planning onto an open breaker.
+
+A request that asks for its answer streamed has its chunks published on its reply topic
+while it is served (``_ChunkPublisher``, keyed by its id like its response), all handed
+to the producer before its final response is: on one partition, the response comes last.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ import os
 import random
 import signal
 import socket
+from collections import deque
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from turnout.schemas.fleet import EMBEDDINGS
 from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options
-from turnout.schemas.models import DeploymentHealth, RoutedRequest
+from turnout.schemas.models import DeploymentHealth, ResponseChunk, RoutedRequest
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
 
@@ -156,7 +161,7 @@ class ModelWorker:
 
     async def _serve_and_publish(self, record: ConsumerRecord, tp: TopicPartition, deployment: Deployment, producer: AIOKafkaProducer) -> None:
         try:
-            outcome = await self._handle(record, deployment)
+            outcome = await self._handle(record, deployment, producer)
             await asyncio.gather(*[await send for send in self._sends(producer, outcome)])
         except asyncio.CancelledError:
             raise
@@ -171,7 +176,9 @@ class ModelWorker:
         sends += [producer.send(d.topic, value=d.value, key=d.key, headers=d.headers) for d in outcome.dead_letters]
         return sends
 
-    async def _handle(self, record: ConsumerRecord, deployment: Deployment) -> Outcome:
+    async def _handle(self, record: ConsumerRecord, deployment: Deployment, producer: AIOKafkaProducer | None = None) -> Outcome:
+        """What serving ``record`` publishes; a streamed request's chunks go out through
+        ``producer`` meanwhile (without one, its answer comes whole, as if not streamed)."""
         try:
             slip = self.codec.decode(record.value or b"", RoutedRequest)
         except DecodeError as exc:
@@ -182,8 +189,12 @@ class ModelWorker:
             log.info("skipping %s: already answered or being served by this replica", request_id)
             return Outcome()
         self._in_flight.add(request_id)
+        streams = slip.request.stream and not slip.shadow and producer is not None
+        chunks = _ChunkPublisher(producer, self.codec, slip.request.reply_topic or self.settings.topics.responses) if streams else None
         try:
-            outcome = await serve(slip, deployment, self.settings.topics, self.settings.worker, self.rng)
+            outcome = await serve(slip, deployment, self.settings.topics, self.settings.worker, self.rng, chunks.emit if chunks else None)
+            if chunks is not None:
+                await chunks.handed_over()  # the final response is published after every chunk
         finally:
             self._in_flight.discard(request_id)
         if outcome.answered:
@@ -275,6 +286,43 @@ class ModelWorker:
                 await asyncio.wait_for(self._health_now.wait(), timeout=self.settings.worker.health_interval_s)
             except TimeoutError:
                 pass
+
+
+class _ChunkPublisher:
+    """A streamed request's chunks to its reply topic, keyed by its id, in the order they
+    were written, without making the backend call wait: ``emit`` queues, one task hands
+    the queue to the producer. A chunk the broker refuses is logged and lost (the final
+    response, published after them all, is the whole answer), never a reason to stop."""
+
+    def __init__(self, producer: AIOKafkaProducer, codec: AvroCodec, topic: str) -> None:
+        self._producer, self._codec, self._topic = producer, codec, topic
+        self._queue: deque[ResponseChunk] = deque()
+        self._pump: asyncio.Task[None] | None = None
+
+    def emit(self, chunk: ResponseChunk) -> None:
+        self._queue.append(chunk)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._hand_over())
+
+    async def handed_over(self) -> None:
+        """Every chunk emitted so far is in the producer's queue: what is sent next lands after them."""
+        while self._pump is not None and not self._pump.done():
+            await self._pump
+
+    async def _hand_over(self) -> None:
+        while self._queue:
+            chunk = self._queue.popleft()
+            try:
+                ack = await self._producer.send(self._topic, value=self._codec.encode(chunk), key=chunk.request_id.encode())
+            except Exception as exc:
+                log.warning("chunk %d of %s not published: %s", chunk.seq, chunk.request_id, exc)
+                continue
+            ack.add_done_callback(_log_refused)
+
+
+def _log_refused(ack: asyncio.Future) -> None:
+    if not ack.cancelled() and ack.exception() is not None:
+        log.warning("a streamed chunk was refused by the broker: %s", ack.exception())
 
 
 class _Rebalance(ConsumerRebalanceListener):

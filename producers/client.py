@@ -1,36 +1,51 @@
-"""The publishing SDK: put requests on ``<prefix>.requests`` and await their responses,
-and put quality scores about the answers on ``<prefix>.feedback``.
+"""The async SDK: publish requests and await their responses.
 
-``TurnoutClient`` keys each request by its id (so one request's redeliveries stay on one
-partition and in order) and correlates responses by id on the reply topic it reads.
-Feedback is keyed by the id of the request it judges; ``publish_feedback`` sends it
-without a client (no reply topic to read), for jobs and the ``turnout feedback`` command.
+``TurnoutClient`` publishes to ``<prefix>.requests`` (through a ``RequestPublisher``) and
+reads its reply topic: the shared ``<prefix>.responses`` by default, or a topic of its
+own (``reply_topic=``), which every request it publishes then names, so the workers
+answer there and the client reads only its own answers. A request that names a reply
+topic of its own keeps it, and the client reads that topic too from then on. Responses
+are matched to waiters by request id (``Correlator``)::
+
+    async with TurnoutClient(settings.kafka) as client:
+        answer = await client.request(new_request("Hello"), timeout_s=30)
+        pending = await client.submit_many(requests, timeout_s=120)   # published and acknowledged
+        answers = [await p for p in pending]                          # ResponseTimeout names the late ids
+        async for item in client.stream(new_request("Hello")):        # TextDelta…, then the InferenceResponse
+            ...
+
+Ids are the caller's to choose: a deterministic one (``ids.derived_id``) makes a
+re-publish of the same request idempotent. Services that consume a response topic in a
+consumer group of their own use ``ResponseStream`` instead; plain scripts use
+``SyncTurnoutClient``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
-from turnout.schemas.kafka import consumer_options, producer_options
+from turnout.schemas.kafka import consumer_options
 from turnout.schemas.models import ChatMessage, Feedback, InferenceRequest, InferenceResponse
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import KafkaSettings
-from turnout.schemas.topics import Topics
 
+from .correlation import Correlator, PendingResponse, ResponseTimeout
+from .publisher import RequestPublisher, publish_feedback
+from .topic_admin import ensure_topic
+from .streaming import ReplyStreams, TextDelta, follow, read_reply
 
-class ResponseTimeout(TimeoutError):
-    def __init__(self, missing: list[str], timeout_s: float) -> None:
-        shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
-        super().__init__(f"{len(missing)} request(s) got no response within {timeout_s:g}s: {shown}")
-        self.missing = missing
+__all__ = ["ResponseTimeout", "TurnoutClient", "new_embedding_request", "new_request", "publish_feedback"]
+
+log = logging.getLogger(__name__)
 
 
 def new_request(prompt: str, tenant: str = "default", *, system: str | None = None, **fields: object) -> InferenceRequest:
-    """A request with a fresh time-sortable-enough id (uuid4 hex) for one user prompt."""
+    """A request for one user prompt; its id is ``fields["id"]`` or a fresh uuid4 hex."""
     messages = ([ChatMessage(role="system", content=system)] if system else []) + [ChatMessage(role="user", content=prompt)]
     return InferenceRequest(id=fields.pop("id", None) or uuid.uuid4().hex, tenant=tenant, messages=messages, **fields)  # type: ignore[arg-type]
 
@@ -40,49 +55,51 @@ def new_embedding_request(texts: Iterable[str], tenant: str = "default", **field
     return InferenceRequest(id=fields.pop("id", None) or uuid.uuid4().hex, tenant=tenant, input=list(texts), **fields)  # type: ignore[arg-type]
 
 
-async def publish_feedback(kafka: KafkaSettings, feedback: Sequence[Feedback], *, codec: AvroCodec | None = None) -> None:
-    """Publish ``feedback`` and wait for the broker's acknowledgement of each."""
-    producer = AIOKafkaProducer(**producer_options(kafka, "feedback"))
-    await producer.start()
-    try:
-        await _send_feedback(producer, codec or codec_for(kafka), Topics(kafka.topic_prefix).feedback, feedback)
-    finally:
-        await producer.stop()
-
-
-async def _send_feedback(producer: AIOKafkaProducer, codec: AvroCodec, topic: str, feedback: Sequence[Feedback]) -> None:
-    pending = [await producer.send(topic, value=codec.encode(item), key=item.request_id.encode()) for item in feedback]
-    await asyncio.gather(*pending)
-
-
 class TurnoutClient:
     """Async client: ``async with TurnoutClient(kafka) as client: await client.request(r)``."""
 
     def __init__(self, kafka: KafkaSettings, *, reply_topic: str | None = None, codec: AvroCodec | None = None) -> None:
         self.kafka = kafka
-        self.topics = Topics(kafka.topic_prefix)
-        self.reply_topic = reply_topic or self.topics.responses
         self.codec = codec or codec_for(kafka)
-        self._producer = AIOKafkaProducer(**producer_options(kafka, "client"))
-        # No group: every client sees every response on its reply topic, from the end.
-        self._consumer = AIOKafkaConsumer(self.reply_topic, **{**consumer_options(kafka, "client", None), "auto_offset_reset": "latest"})
-        self._waiting: dict[str, asyncio.Future[InferenceResponse]] = {}
-        self._reader: asyncio.Task | None = None
+        self.publisher = RequestPublisher(kafka, codec=self.codec)
+        self.topics = self.publisher.topics
+        self.reply_topic = reply_topic or self.topics.responses
+        self._correlator = Correlator()
+        self._streams = ReplyStreams()
+        self._readers: dict[str, tuple[AIOKafkaConsumer, asyncio.Task]] = {}  # reply topic -> its reader
 
     async def __aenter__(self) -> TurnoutClient:
-        await self._producer.start()
-        await self._consumer.start()
-        await self._consumer.seek_to_end()
-        for tp in self._consumer.assignment():  # resolve the end now, before anything is published
-            await self._consumer.position(tp)
-        self._reader = asyncio.create_task(self._read_responses())
+        await self.publisher.__aenter__()
+        await self._read(self.reply_topic)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._reader:
-            self._reader.cancel()
-        await self._consumer.stop()
-        await self._producer.stop()
+        for consumer, task in self._readers.values():
+            task.cancel()
+            await consumer.stop()
+        await self.publisher.__aexit__(*exc)
+
+    async def _read(self, topic: str) -> None:
+        """Start reading ``topic`` from its end, unless this client already does; returns
+        once the end is resolved, so that anything published after is seen. No group:
+        every client sees every response on the topics it reads."""
+        if topic in self._readers:
+            return
+        if topic != self.topics.responses:
+            await ensure_topic(self.kafka, topic)  # partitions known now, none assigned late
+        consumer = AIOKafkaConsumer(topic, **{**consumer_options(self.kafka, "client", None), "auto_offset_reset": "latest"})
+        await consumer.start()
+        await consumer.seek_to_end()
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        self._readers[topic] = (consumer, asyncio.create_task(self._read_responses(consumer)))
+
+    def _addressed(self, request: InferenceRequest) -> InferenceRequest:
+        """``request`` with its reply topic: its own when it names one (a per-request reply
+        topic, which this client then reads too), else this client's."""
+        if request.reply_topic is not None or self.reply_topic == self.topics.responses:
+            return request
+        return request.model_copy(update={"reply_topic": self.reply_topic})
 
     async def publish(self, requests: Iterable[InferenceRequest]) -> list[str]:
         """Publish and wait for the broker's acknowledgement of each; return the ids.
@@ -90,15 +107,49 @@ class TurnoutClient:
         Each id is registered for correlation before it is sent, so a response that
         arrives at once is not missed: collect them with ``gather``.
         """
-        pending, ids = [], []
-        for request in requests:
-            if request.reply_topic is None and self.reply_topic != self.topics.responses:
-                request = request.model_copy(update={"reply_topic": self.reply_topic})
-            self._expect(request.id)
-            pending.append(await self._producer.send(self.topics.requests, value=self.codec.encode(request), key=request.id.encode()))
-            ids.append(request.id)
-        await asyncio.gather(*pending)
-        return ids
+        addressed = [self._addressed(request) for request in requests]
+        for topic in dict.fromkeys(request.reply_topic or self.topics.responses for request in addressed):
+            await self._read(topic)
+        for request in addressed:
+            self._correlator.expect(request.id)
+        return await self.publisher.publish(addressed)
+
+    async def submit(self, request: InferenceRequest, timeout_s: float = 60.0) -> PendingResponse:
+        """Publish one request; ``await`` the result for its response."""
+        return (await self.submit_many([request], timeout_s))[0]
+
+    async def submit_many(self, requests: Iterable[InferenceRequest], timeout_s: float = 60.0) -> list[PendingResponse]:
+        """Publish ``requests``; one awaitable response per request, in order."""
+        ids = await self.publish(requests)
+        return [self._correlator.pending(rid, timeout_s) for rid in ids]
+
+    async def gather(self, request_ids: list[str], timeout_s: float) -> dict[str, InferenceResponse]:
+        """Wait for the responses to published ids; raise ``ResponseTimeout`` naming the missing."""
+        return await self._correlator.gather(request_ids, timeout_s)
+
+    async def request(self, request: InferenceRequest, timeout_s: float = 60.0) -> InferenceResponse:
+        return await (await self.submit(request, timeout_s))
+
+    async def stream(self, request: InferenceRequest, timeout_s: float = 60.0) -> AsyncIterator[TextDelta | InferenceResponse]:
+        """Publish ``request`` streamed (``stream = true``) and yield its answer as it is
+        written: ``TextDelta``s, then the final ``InferenceResponse``, always last (see
+        ``producers.streaming`` for what a ``restart`` means and what is guaranteed).
+        ``ResponseTimeout`` when the response has not come within ``timeout_s``. A loop
+        that may stop early should run in ``contextlib.aclosing(client.stream(...))``, so
+        that the client stops following the request at once."""
+        request = request.model_copy(update={"stream": True})
+        try:
+            with self._streams.open(request.id) as replies:
+                await self.publish([request])
+                async for item in follow(request.id, replies, timeout_s):
+                    yield item
+        finally:
+            self._correlator.forget([request.id])
+
+    def forget(self, request_ids: Iterable[str]) -> None:
+        """Stop waiting for ``request_ids`` (their caller gave up: a timeout, a closed HTTP
+        call): nothing is kept for them, and a response that comes later is dropped."""
+        self._correlator.forget(request_ids)
 
     async def send_feedback(
         self, request_id: str, *, tenant: str, metric: str, score: float, comment: str = "", source: str = "", feedback_id: str = ""
@@ -111,40 +162,20 @@ class TurnoutClient:
         feedback = Feedback(
             feedback_id=feedback_id, request_id=request_id, tenant=tenant, metric=metric, score=score, comment=comment, source=source
         )
-        await _send_feedback(self._producer, self.codec, self.topics.feedback, [feedback])
+        await self.publisher.send_feedback([feedback])
         return feedback
 
     async def publish_raw(self, value: bytes, key: bytes | None = None) -> None:
         """Publish bytes as they are (for tests and tools that bring their own encoding)."""
-        await self._producer.send_and_wait(self.topics.requests, value=value, key=key)
+        await self.publisher.publish_raw(value, key)
 
-    def _expect(self, request_id: str) -> asyncio.Future[InferenceResponse]:
-        future = self._waiting.get(request_id)
-        if future is None:
-            future = self._waiting[request_id] = asyncio.get_running_loop().create_future()
-        return future
-
-    async def gather(self, request_ids: list[str], timeout_s: float) -> dict[str, InferenceResponse]:
-        """Wait for the responses to published ids; raise ``ResponseTimeout`` naming the missing."""
-        futures = {rid: self._expect(rid) for rid in request_ids}
-        done, _ = await asyncio.wait(futures.values(), timeout=timeout_s) if futures else (set(), set())
-        missing = [rid for rid, fut in futures.items() if fut not in done]
-        if missing:
-            raise ResponseTimeout(missing, timeout_s)
-        for rid in request_ids:
-            self._waiting.pop(rid, None)
-        return {rid: fut.result() for rid, fut in futures.items()}
-
-    async def request(self, request: InferenceRequest, timeout_s: float = 60.0) -> InferenceResponse:
-        await self.publish([request])
-        return (await self.gather([request.id], timeout_s))[request.id]
-
-    async def _read_responses(self) -> None:
-        async for record in self._consumer:
+    async def _read_responses(self, consumer: AIOKafkaConsumer) -> None:
+        async for record in consumer:
             try:
-                response = self.codec.decode(record.value or b"", InferenceResponse)
-            except DecodeError:
+                reply = read_reply(self.codec, record.value or b"")  # a response, or a chunk of a streamed one
+            except DecodeError as exc:
+                log.debug("skipping a record on %s that is not a response: %s", record.topic, exc)
                 continue  # not ours to judge: the reply topic may carry other writers
-            future = self._waiting.get(response.id)
-            if future is not None and not future.done():
-                future.set_result(response)  # the first answer wins; a redelivered duplicate is ignored
+            self._streams.deliver(reply)
+            if isinstance(reply, InferenceResponse):
+                self._correlator.resolve(reply)  # the first answer wins; a redelivered duplicate is ignored

@@ -3,7 +3,10 @@
 The router and the workers describe what they did in the same vocabulary, so the
 ClickHouse rows line up: one ``decision`` or ``rejected`` row per request from the
 router, one ``attempt`` row per backend call and one ``completion`` or ``failure`` row
-per final answer from the workers.
+per final answer from the workers. The workers' rows also name the region of the
+deployment they are about, and carry the call's time to first token when it was
+streamed. The router's rows leave ``region`` empty: a decision is taken before any
+deployment is called, and the plan may end up served elsewhere than its first step.
 """
 
 from __future__ import annotations
@@ -57,8 +60,9 @@ def rejected_event(request_id: str, tenant: str, error: ErrorInfo, policy_versio
     )
 
 
-def attempt_event(slip: RoutedRequest, attempt: Attempt, number: int, usage_in: int, usage_out: int, cost: float) -> RoutingEvent:
-    """``number`` counts attempts across the whole plan, so each has its own row."""
+def attempt_event(slip: RoutedRequest, attempt: Attempt, number: int, usage_in: int, usage_out: int, cost: float, region: str = "") -> RoutingEvent:
+    """``number`` counts attempts across the whole plan, so each has its own row;
+    ``region`` is the fleet region of the deployment called (the slip does not carry it)."""
     return RoutingEvent(
         **_slip_fields(slip, "attempt", number),
         ts=attempt.started_at,
@@ -73,10 +77,13 @@ def attempt_event(slip: RoutedRequest, attempt: Attempt, number: int, usage_in: 
         attempt=number,
         detail=attempt.error.message[:1000] if attempt.error else "",
         confidence=attempt.confidence,
+        region=region,
+        ttft_ms=attempt.ttft_ms,
     )
 
 
-def final_event(slip: RoutedRequest, response: InferenceResponse) -> RoutingEvent:
+def final_event(slip: RoutedRequest, response: InferenceResponse, region: str = "") -> RoutingEvent:
+    """``region``: that of the deployment that answered, or that gave up (the last one tried)."""
     kind = "completion" if response.status == "ok" else "failure"
     usage = response.usage
     return RoutingEvent(
@@ -95,6 +102,8 @@ def final_event(slip: RoutedRequest, response: InferenceResponse) -> RoutingEven
         cache_hit=response.cache_hit,
         validation=response.validation,
         confidence=response.confidence,
+        region=region,
+        ttft_ms=response.ttft_ms,
     )
 
 

@@ -64,6 +64,7 @@ class InferenceRequest(AvroRecord):
     model: str | None = None
     cache: bool = True
     input: list[str] | None = None
+    stream: bool = False
 
     @model_validator(mode="after")
     def _chat_or_embedding(self) -> InferenceRequest:
@@ -79,7 +80,7 @@ class InferenceRequest(AvroRecord):
             raise ValueError(f"input[{empty[0]}] is empty: every text to embed needs at least one character")
         if self.messages:
             raise ValueError("set messages (a chat request) or input (an embedding request), not both")
-        chat_only = [name for name in _CHAT_ONLY if getattr(self, name) not in (None, [])]
+        chat_only = [name for name in _CHAT_ONLY if getattr(self, name) not in (None, [])] + (["stream"] if self.stream else [])
         if chat_only:
             raise ValueError(f"an embedding request (input set) takes no {', '.join(chat_only)}: they apply to chat requests only")
         return self
@@ -121,6 +122,7 @@ class Attempt(AvroRecord):
     status: Literal["ok", "error"]
     error: ErrorInfo | None = None
     confidence: float | None = None
+    ttft_ms: float | None = None
 
 
 class RoutingDecision(AvroRecord):
@@ -209,6 +211,7 @@ class InferenceResponse(AvroRecord):
     validation: Literal["", "passed", "repaired", "reasked", "failed"] = ""
     embeddings: list[list[float]] = Field(default_factory=list)
     confidence: float | None = None
+    ttft_ms: float | None = None
 
     @field_validator("embeddings")
     @classmethod
@@ -216,6 +219,20 @@ class InferenceResponse(AvroRecord):
         """Avro ``float`` is 32-bit: round each value now, so that the model holds exactly
         what a reader decodes (and a decoded response equals the one that was sent)."""
         return [array.array("f", vector).tolist() for vector in vectors]
+
+
+class ResponseChunk(AvroRecord):
+    """A piece of a streamed answer on the reply topic, before the final response (see
+    ``avro/turnout.ResponseChunk.avsc`` for how a reader puts the pieces together)."""
+
+    avro_name: ClassVar[str] = "turnout.ResponseChunk"
+    request_id: str = Field(min_length=1)
+    tenant: str
+    attempt: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    delta: str
+    model: str
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 EventKind = Literal["decision", "attempt", "completion", "failure", "rejected"]
@@ -250,6 +267,8 @@ class RoutingEvent(AvroRecord):
     validation: str = ""
     confidence: float | None = None
     escalated: bool = False
+    region: str = ""
+    ttft_ms: float | None = None
 
     @staticmethod
     def make_id(request_id: str, kind: str, attempt: int = 0, shadow: bool = False) -> str:
@@ -283,6 +302,22 @@ class Feedback(AvroRecord):
     @staticmethod
     def make_id(request_id: str, metric: str, source: str = "") -> str:
         return f"{request_id}:{metric}:{source}"
+
+
+class PromptText(AvroRecord):
+    """A routed request's redacted text and what a replay routes on, on ``<prefix>.prompts``
+    (only for tenants that opted in); stored in ClickHouse for ``turnout whatif``."""
+
+    avro_name: ClassVar[str] = "turnout.PromptText"
+    request_id: str = Field(min_length=1)
+    tenant: str = Field(min_length=1)
+    ts: datetime
+    policy_version: str
+    messages: list[ChatMessage] = Field(default_factory=list)
+    input: list[str] = Field(default_factory=list)
+    model: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    signals: Signals
 
 
 class DeploymentHealth(AvroRecord):

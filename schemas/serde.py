@@ -77,6 +77,11 @@ class AvroCodec:
         datum as it is (``decode_datum``) rather than a validated model."""
         return self._catalog.by_name(model.avro_name)
 
+    def reader_schema_json(self, model: type[AvroRecord]) -> str:
+        """``reader_schema(model)`` as JSON text, with its logical types: for a reader
+        that is not fastavro (ClickHouse's ``FORMAT Avro``, fed by the analytics sink)."""
+        return self._catalog.registry_json(model.avro_name)
+
     def decode_datum(self, data: bytes, reader_schema: dict[str, Any]) -> dict[str, Any]:
         if not data:
             raise DecodeError("empty message: expected Avro with a Confluent or single-object header")
@@ -85,6 +90,12 @@ class AvroCodec:
             return schemaless_reader(io.BytesIO(data[offset:]), writer_schema, reader_schema)
         except Exception as exc:  # fastavro raises several types for corrupt or incompatible bodies
             raise DecodeError(f"Avro body does not decode with its writer schema: {type(exc).__name__}: {exc}") from exc
+
+    def writer_schema(self, data: bytes) -> tuple[dict[str, Any], int]:
+        """The parsed schema ``data`` was written with, named by its framing, and the
+        offset where its Avro body starts; ``DecodeError`` when the framing does not
+        resolve. For readers that hand the body on undecoded (the analytics sink)."""
+        return self._writer_schema(data)
 
     def _writer_schema(self, data: bytes) -> tuple[dict[str, Any], int]:
         if data[:2] == SINGLE_OBJECT_MAGIC:

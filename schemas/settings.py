@@ -20,9 +20,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from .fleet import ModelDeployment
+from .gateway_config import GatewaySettings
 from .policy import Policy, Route, RouteMatch, TenantPolicy, TokenRange
 from .section import Section
-from .worker_config import BreakerConfig, CacheConfig, StructuredConfig
+from .worker_config import BreakerConfig, CacheConfig, StreamChunkConfig, StructuredConfig
 from .topics import Topics
 
 __all__ = ["ModelDeployment", "Route", "RouteMatch", "TenantPolicy", "TokenRange", "Settings", "load_settings"]
@@ -123,6 +124,7 @@ class WorkerSettings(Section):
     cache: CacheConfig = CacheConfig()
     cache_enabled: bool = Field(default=True, description="serve identical requests from the response cache (each request may opt out)")
     structured: StructuredConfig = StructuredConfig()
+    stream_chunks: StreamChunkConfig = StreamChunkConfig()  # requests with stream = true: see StreamChunkConfig
     embedding_batch_max: int = Field(
         default=64,
         ge=1,
@@ -151,8 +153,14 @@ class LocalModelSettings(Section):
 
 
 class SinkSettings(Section):
-    batch_size: int = Field(default=5_000, ge=1)
-    flush_interval_s: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(
+        default=50_000,
+        ge=1,
+        description="rows per insert at most (fewer when flush_interval_s passes first): every insert writes a part into "
+        "routing_events and into each rollup its views feed, so ClickHouse's cost per row falls steeply with bigger inserts "
+        "(bench/RESULTS.md); the sink holds up to two batches, about 150 bytes a row",
+    )
+    flush_interval_s: float = Field(default=1.0, gt=0, description="the most seconds rows are gathered before their batch is inserted")
     group_id: str = "turnout-analytics-sink"
     dedup_window_s: float = Field(
         default=900.0,
@@ -166,6 +174,38 @@ class SinkSettings(Section):
         description="the most ids remembered per table (the oldest are forgotten first): the bound on the sink's memory for deduplication, "
         "about 100 bytes per id; keep it above the rows a dedup_window_s holds at peak",
     )
+
+
+class PromptSettings(Section):
+    """Raw prompt text kept in ClickHouse (``prompts``) for ``turnout whatif`` and for
+    analysts. Off by default: keeping what users wrote is a data-protection decision an
+    operator takes on purpose, and may take for some tenants only (those whose contracts
+    allow it). The router redacts every sensitive value it found before the text leaves
+    it; the table forgets rows ``ttl_days`` after the request was created."""
+
+    store: bool = Field(default=False, description="publish each routed request's redacted text on <prefix>.prompts for the sink to store")
+    tenants: list[str] | None = Field(
+        default=None, description="store the prompts of these tenants only (an opt-in list); every tenant's when unset"
+    )
+    ttl_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="days a stored prompt is kept after its request was created; the sink applies it to the table at start-up, "
+        "so a change takes effect at the next start (rows already older are deleted then)",
+    )
+
+    @model_validator(mode="after")
+    def _tenants_opt_in(self) -> PromptSettings:
+        if self.tenants is not None and not self.store:
+            raise ValueError("tenants names who opts in, but store is false so nothing is stored: set store = true, or drop tenants")
+        if self.tenants is not None and not self.tenants:
+            raise ValueError("tenants is empty, so no prompt would be stored: leave it out to store every tenant's, or set store = false")
+        return self
+
+    def stores(self, tenant: str) -> bool:
+        """Whether a request of ``tenant`` has its (redacted) text stored."""
+        return self.store and (self.tenants is None or tenant in self.tenants)
 
 
 class SimulatorProfile(Section):
@@ -182,6 +222,9 @@ class SimulatorProfile(Section):
     latency_jitter_ms: float = Field(default=10.0, ge=0, description="standard deviation of the normal distribution")
     latency_sigma: float = Field(
         default=0.5, gt=0, le=3, description="sigma of the lognormal distribution: p99 is median * exp(2.33 * sigma)"
+    )
+    first_token_share: float = Field(
+        default=0.3, ge=0, le=1, description="share of a streamed call's latency that passes before its first token (its time to first token); the rest comes after"
     )
     timeout_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls that hang for hang_s before answering")
     hang_s: float = Field(default=60.0, gt=0, description="how long a hanging call waits; longer than the client's timeout")
@@ -262,6 +305,8 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     local_model: LocalModelSettings = LocalModelSettings()
+    prompts: PromptSettings = PromptSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -51,12 +51,24 @@ class Topics:
     def feedback(self) -> str:
         return f"{self.prefix}.feedback"
 
+    @property
+    def prompts(self) -> str:
+        """Redacted prompt text of the requests whose tenant opted in (``[prompts]``)."""
+        return f"{self.prefix}.prompts"
+
     def model(self, model_id: str) -> str:
         return f"{self.prefix}.model.{model_id}"
 
+    def batch(self, job_id: str) -> str:
+        """A batch job's reply topic: its answers, and nothing else, so the job can be read
+        back (and resubmitted without paying twice) on its own."""
+        if not _LEGAL.match(job_id):
+            raise ValueError(f"batch job id {job_id!r} may only hold letters, digits, '.', '_' and '-'")
+        return f"{self.prefix}.batch.{job_id}"
+
     def shared(self) -> list[str]:
         """The topics every installation has, whatever its fleet."""
-        return [self.requests, self.responses, self.events, self.dlq, self.health, self.feedback, self.policies, self.spend]
+        return [self.requests, self.responses, self.events, self.dlq, self.health, self.feedback, self.policies, self.spend, self.prompts]
 
     def single_partition(self) -> set[str]:
         """Topics whose records must stay in order across keys (a version before the

@@ -53,3 +53,19 @@ class StructuredConfig(Section):
     max_errors: int = Field(default=10, ge=1, description="validation errors reported (and shown in a re-ask) at most")
     max_error_chars: int = Field(default=200, ge=40, description="length of one reported error at most")
     validator_cache_size: int = Field(default=256, ge=1, description="compiled validators kept, one per distinct schema")
+
+
+class StreamChunkConfig(Section):
+    """How a streamed answer's text deltas are gathered into ``turnout.ResponseChunk``
+    records: a provider sends one event per token, and one Kafka record per token would
+    multiply a streamed request's messages by the answer's length. The first delta of a
+    call goes alone at once (the caller's time to first token is not delayed by batching);
+    the others wait until ``max_deltas`` are pending or ``max_interval_ms`` has passed since
+    the oldest of them."""
+
+    max_interval_ms: float = Field(
+        default=50.0, gt=0, le=5_000, description="longest a pending delta waits before its chunk is published (what a reader sees as stutter)"
+    )
+    max_deltas: int = Field(
+        default=16, ge=1, le=4_096, description="provider deltas (about one token each) gathered into one chunk at most; 1 publishes every delta"
+    )

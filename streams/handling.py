@@ -15,7 +15,8 @@ from turnout.schemas.serde import AvroCodec, DecodeError
 from turnout.schemas.settings import Settings
 
 from .engine import Context
-from .rules import context_from, decide
+from .prompts import prompt_text
+from .rules import Decision, context_from, decide
 
 STAGE = "router"
 
@@ -45,7 +46,9 @@ def route_message(
     Good requests go to their primary model's topic with a decision event. Bad ones go
     to the dead-letter topic with the reason, and the caller gets an error response
     when it can be addressed (by the request's reply topic, else by the message key on
-    the shared responses topic). Never raises for bad input.
+    the shared responses topic). A request whose tenant opted in to prompt storage
+    (``[prompts]``) also sends its redacted text to the prompts topic, refused or not.
+    Never raises for bad input.
     """
     topics = settings.topics
     ctx = ctx or context_from(settings)
@@ -55,15 +58,25 @@ def route_message(
         request_id = key.decode("utf-8", "replace") if key else ""
         return _reject(request_id, "", None, ErrorInfo(code="invalid_request", message=str(exc)), key, value, source, codec, settings, ctx.policy.version)
     decision = decide(request, ctx, settings.router.default_deadline_s)
+    kept = _kept_prompt(request, decision, codec, settings, ctx.policy.version)
     if decision.slip is None:
         error = decision.selection.refusal
-        return _reject(request.id, request.tenant, request.reply_topic, error, key, value, source, codec, settings, ctx.policy.version, decision.signals.task_type)  # type: ignore[arg-type]
+        return _reject(request.id, request.tenant, request.reply_topic, error, key, value, source, codec, settings, ctx.policy.version, decision.signals.task_type) + kept  # type: ignore[arg-type]
     key_out = request.id.encode()
     out = []
     for slip in (decision.slip, *decision.shadows):
         out.append(Outgoing(topics.model(slip.current.model), key_out, codec.encode(slip)))
         out.append(Outgoing(topics.events, key_out, codec.encode(decision_event(slip))))
-    return out
+    return out + kept
+
+
+def _kept_prompt(request: InferenceRequest, decision: Decision, codec: AvroCodec, settings: Settings, policy_version: str) -> list[Outgoing]:
+    """The request's redacted text for the prompts topic, when its tenant opted in;
+    refused requests too, so that a what-if can tell what another policy would serve."""
+    if not settings.prompts.stores(request.tenant):
+        return []
+    record = prompt_text(request, decision.signals, policy_version)
+    return [Outgoing(settings.topics.prompts, request.id.encode(), codec.encode(record))]
 
 
 def _reject(

@@ -16,6 +16,17 @@ def required_topics(settings: Settings) -> list[str]:
     return topics.shared() + [topics.model(model_id) for model_id in sorted(settings.fleet)]
 
 
+def topic_configs(settings: Settings, name: str, compacted: set[str]) -> dict[str, str]:
+    """Per-topic broker settings: compaction where the latest value per key is the state
+    (policies, spend), and for the redacted prompt text a retention no longer than the
+    store keeps it (``prompts.ttl_days``), so the broker does not outlive the table's TTL."""
+    if name in compacted:
+        return {"cleanup.policy": "compact"}
+    if name == settings.topics.prompts:
+        return {"retention.ms": str(settings.prompts.ttl_days * 86_400_000)}
+    return {}
+
+
 async def create_topics(settings: Settings) -> list[str]:
     """Create the missing topics; return the names created (existing ones are left alone)."""
     kafka = settings.kafka
@@ -31,7 +42,7 @@ async def create_topics(settings: Settings) -> list[str]:
                     name,
                     num_partitions=1 if name in single else kafka.partitions,
                     replication_factor=kafka.replication_factor,
-                    topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
+                    topic_configs=topic_configs(settings, name, compacted),
                 )
                 for name in missing
             ]

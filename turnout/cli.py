@@ -69,10 +69,13 @@ def worker(config: str | None, model_id: str) -> None:
 @cli.command()
 @config_option
 def sink(config: str | None) -> None:
-    """Run the analytics sink (events topic -> ClickHouse)."""
+    """Run the analytics sink (events, feedback and prompts topics -> ClickHouse)."""
     from turnout.analytics.sink import run_sink
 
-    run_sink(_settings(config))
+    settings = _settings(config)
+    with _open_store(settings) as client:  # closed before the sink opens its own (chDB: one client per directory)
+        _migrate_store(client, settings)
+    run_sink(settings)
 
 
 @cli.command()
@@ -145,13 +148,24 @@ def topics_create(config: str | None) -> None:
 @cli.command()
 @config_option
 def migrate(config: str | None) -> None:
-    """Apply pending ClickHouse migrations."""
-    from turnout.analytics.store import migrate as apply
-
+    """Apply pending ClickHouse migrations (and the configured prompts.ttl_days)."""
     settings = _settings(config)
     with _open_store(settings) as client:
-        applied = apply(client, settings.clickhouse.database)
+        applied = _migrate_store(client, settings)
     console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+def _migrate_store(client: Any, settings: Settings) -> list[str]:
+    """Apply pending migrations, then what a migration cannot know: the configured
+    prompts.ttl_days (altered only when it differs)."""
+    from turnout.analytics.retention import apply_prompt_ttl
+    from turnout.analytics.store import migrate as apply
+
+    database = settings.clickhouse.database
+    applied = apply(client, database)
+    if apply_prompt_ttl(client, database, settings.prompts.ttl_days):
+        logging.getLogger("turnout.retention").info("stored prompts are now kept %d days", settings.prompts.ttl_days)
+    return applied
 
 
 @cli.command()
@@ -309,6 +323,48 @@ def regressions(config, recent, baseline, policy, model, since, alpha, min_sampl
 
 @cli.command()
 @config_option
+@click.option("--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="the candidate policy file (as for `turnout policy publish`)")
+@click.option("--tenant", default=None, help="only this tenant's requests (default: every tenant's)")
+@click.option("--since", default="7d", show_default=True, callback=_duration, help="how far back: 90s, 15m, 1h, 7d, 2w")
+@json_option
+def whatif(config: str | None, policy_path: str, tenant: str | None, since, as_json: bool) -> None:
+    """Replay the requests stored with their text ([prompts] store) through a candidate
+    policy and the current fleet; estimate its cost and latency against what happened."""
+    from turnout.analytics import whatif as what_if
+    from turnout.analytics.questions import Window
+    from turnout.streams.engine import Context
+    from turnout.streams.prompts import replay
+
+    from .render import print_table
+
+    settings = _settings(config)
+    candidate = _policy_file(settings, policy_path)
+    ctx = Context(fleet=settings.fleet, policy=candidate)
+
+    def choose(prompt) -> what_if.Choice:
+        selection = replay(prompt, ctx)
+        refusal = selection.refusal
+        return what_if.Choice(None, refusal.code) if refusal is not None else what_if.Choice(selection.plan[0].model)
+
+    window = Window.last(since)
+    with _open_store(settings) as client:
+        database = settings.clickhouse.database
+        stored = what_if.stored_prompts(client, database, window, tenant)
+        observed = what_if.observed_models(client, database, window)
+    result = what_if.compare(stored, choose, candidate.version, settings.fleet, observed)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), default=str, indent=2))
+        return
+    if not stored:
+        console.print("no stored prompts in the window: set [prompts] store = true (the router keeps them only then)")
+    for table in (result.summary_table(), result.model_table()):
+        print_table(console, table.title, table.columns, table.rows)
+    for note in result.notes():
+        console.print(f"note: {note}")
+
+
+@cli.command()
+@config_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0 exposes it beyond this machine)")
 @click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True)
 def dashboard(config: str | None, host: str, port: int) -> None:
@@ -319,6 +375,45 @@ def dashboard(config: str | None, host: str, port: int) -> None:
     settings = _settings(config)
     with _open_store(settings) as client:
         run_dashboard(client, settings.clickhouse.database, settings.fleet, host, port, announce=console.print)
+
+
+@cli.group(invoke_without_command=True)
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0 exposes it beyond this machine)")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.pass_context
+def gateway(ctx: click.Context, config: str | None, host: str, port: int) -> None:
+    """Serve OpenAI's chat completions API (/v1/chat/completions, /v1/models) over the
+    requests topic; callers authenticate with keys from `turnout gateway key create`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from turnout.gateway.server import run_gateway
+
+    settings = _settings(config)
+    if not settings.gateway.keys:
+        console.print("warning: no [gateway] keys are configured: every call will be refused (401)")
+    run_gateway(settings, host, port)
+
+
+@gateway.group("key")
+def gateway_key() -> None:
+    """API keys for the gateway."""
+
+
+@gateway_key.command("create")
+@click.option("--tenant", required=True, help="the tenant every request made with the key acts as")
+@click.option("--name", default="", help="who holds the key (kept in the configuration, shown in logs)")
+def gateway_key_create(tenant: str, name: str) -> None:
+    """Make a new API key: print it once, and the lines that let the gateway accept it
+    (only its SHA-256 digest is stored)."""
+    from turnout.gateway.keys import config_snippet, new_key
+
+    if not tenant.strip():
+        raise click.BadParameter("the tenant may not be empty", param_hint="--tenant")
+    key = new_key()
+    click.echo(f"API key (shown once; store it now): {key}\n")
+    click.echo("Add to the configuration (the gateway reads it at start-up):\n")
+    click.echo(config_snippet(key, tenant, name))
 
 
 @cli.group()
@@ -524,6 +619,83 @@ def classifier_train() -> None:
     from turnout.streams.classifier import main as classifier_main
 
     sys.exit(classifier_main(["train"]))
+
+
+@cli.group()
+def batch() -> None:
+    """Batch jobs: publish a JSONL file of requests, collect the answers in its order."""
+
+
+_state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False), default=".turnout/batch", show_default=True, help="where job manifests are kept"
+)
+
+
+@batch.command("submit")
+@config_option
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--job", "job_id", default=None, help="job id (default: the file name without extension); resubmit with the same id to resume")
+@click.option("--tenant", default="default", show_default=True, help="tenant of lines that name none")
+@_state_dir_option
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def batch_submit(config: str | None, path: str, job_id: str | None, tenant: str, state_dir: str, progress: bool) -> None:
+    """Publish PATH (JSONL: Turnout's lines or OpenAI Batch API lines), skipping lines
+    already answered. Invalid lines are listed and not published (exit status 3)."""
+    from turnout.producers.batch_cli import default_job_id, submit_with_progress
+    from turnout.producers.batch_job import manifest_path, parse_file
+    from turnout.producers.batch_lines import JobContext
+
+    settings = _settings(config)
+    job_id = job_id or default_job_id(Path(path))
+    try:
+        job = JobContext(job_id, tenant, settings.topics, frozenset(settings.fleet))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    lines = parse_file(Path(path), job)
+    report = asyncio.run(submit_with_progress(settings.kafka, lines, job, manifest_path(Path(state_dir), job_id), progress))
+    for line in report.invalid[:20]:
+        click.echo(f"line {line.line}: {line.error}", err=True)
+    if len(report.invalid) > 20:
+        click.echo(f"... and {len(report.invalid) - 20} more invalid lines (see the results)", err=True)
+    console.print(
+        f"job {job_id}: {report.lines} lines, {report.published} published, {report.already_answered} already answered, "
+        f"{len(report.invalid)} invalid; answers on {report.reply_topic}"
+    )
+    if report.invalid:
+        sys.exit(3)
+
+
+@batch.command("results")
+@config_option
+@click.argument("job_id")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), required=True, help="JSONL file to write, one line per input line")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), default=None, help="the submitted file, when this machine has no manifest of the job")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=0, show_default=True, help="seconds to wait for the last answers")
+@_state_dir_option
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def batch_results(config: str | None, job_id: str, output: str, input_path: str | None, wait_s: float, state_dir: str, progress: bool) -> None:
+    """Write JOB_ID's answers in input order, with per-line errors; exit status 1 while
+    some lines have no answer yet."""
+    from turnout.producers.batch_cli import results_after_wait
+    from turnout.producers.batch_job import load_manifest, manifest_path, parse_file
+    from turnout.producers.batch_lines import JobContext
+
+    settings = _settings(config)
+    try:
+        job = JobContext(job_id, "default", settings.topics, frozenset(settings.fleet))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    manifest = manifest_path(Path(state_dir), job_id)
+    if input_path is not None:
+        lines = parse_file(Path(input_path), job)
+    elif manifest.exists():
+        lines = load_manifest(manifest)
+    else:
+        raise click.ClickException(f"no manifest of job {job_id} at {manifest}: give the submitted file with --input")
+    report = asyncio.run(results_after_wait(settings.kafka, lines, job.reply_topic, Path(output), wait_s, progress))
+    console.print(f"job {job_id}: {report.lines} lines -> {output}: {report.ok} ok, {report.failed} failed, {report.invalid} invalid, {report.missing} without an answer yet")
+    if report.missing:
+        sys.exit(1)
 
 
 @cli.command("config")

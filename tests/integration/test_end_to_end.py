@@ -201,6 +201,33 @@ async def test_every_outcome_lands_in_clickhouse_once(stack):
         client.close()  # chDB serves one directory per process: free it for the tests after this one
 
 
+def test_calls_carry_their_region_and_streamed_ones_their_time_to_first_token(stack):
+    """Issue 5: attempt and final events name the deployment's region; a streamed call's
+    ttft_ms is measured and within its latency, an unstreamed one's is NULL."""
+    client = open_client(stack.settings.clickhouse)
+    try:
+        db = stack.settings.clickhouse.database
+        rows = client.query(
+            f"SELECT kind, model, status, region, ttft_ms, latency_ms, cache_hit FROM {db}.routing_events FINAL "
+            "WHERE shadow = 0 AND request_id IN {ids:Array(String)}",
+            parameters={"ids": list(SEEN)},
+        ).named_results()
+        rows = list(rows)
+    finally:
+        client.close()
+    served = [r for r in rows if r["kind"] in ("attempt", "completion") and r["status"] == "ok" and not r["cache_hit"]]
+    streamed = [r for r in served if r["model"] == "small"]
+    unstreamed = [r for r in served if r["model"] == "medium"]
+    assert {"attempt", "completion"} <= {r["kind"] for r in streamed} and unstreamed
+    for row in streamed:
+        assert row["region"] == "eu-west-1"
+        assert row["ttft_ms"] is not None and 0 < row["ttft_ms"] <= row["latency_ms"], row
+    assert all(r["ttft_ms"] is None and r["region"] == "local" for r in unstreamed)
+    failed = [r for r in rows if r["kind"] == "attempt" and r["status"] == "error"]
+    assert failed and all(r["ttft_ms"] is None and r["region"] == "local" for r in failed)  # flaky: no token ever came
+    assert {r["region"] for r in rows if r["kind"] == "decision"} == {""}  # the router calls no deployment
+
+
 def test_turnout_report_prints_per_model_and_per_route_figures(stack, monkeypatch):
     """After the previous test stopped the sink, the CLI reads the same store."""
     import json

@@ -14,6 +14,7 @@ import pytest
 from stacks import stack_fixture
 
 from turnout import local_model
+from turnout.consumers.backend import OpenAIChatBackend
 from turnout.producers.client import TurnoutClient, new_request
 
 REASON = local_model.unavailable()
@@ -38,6 +39,7 @@ price_input_per_mtok = 0.01
 price_output_per_mtok = 0.02
 on_prem = true
 region = "on-prem"
+stream = true            # llama-server streams the OpenAI way: the worker records ttft_ms
 
 [[routes]]
 name = "all"
@@ -68,6 +70,29 @@ async def test_a_prompt_is_answered_by_the_real_model(stack):
     assert "paris" in (response.content or "").lower()
     assert response.usage.input_tokens > 5 and 0 < response.usage.output_tokens <= 24  # the server's own usage fields
     assert response.cost_usd > 0
+    assert response.ttft_ms is not None and response.ttft_ms <= response.backend_latency_ms  # streamed (stream = true)
+
+
+async def test_a_streamed_call_to_llama_server_equals_the_unstreamed_one(stack):
+    """llama.cpp's OpenAI streaming (chunks, usage with include_usage, logprobs, [DONE]),
+    read by the worker's backend: the same greedy answer either way, and a first token."""
+    request = new_request("Name the largest planet of the solar system.", "acme", max_tokens=16, temperature=0)
+    url = stack.llama_server.url
+    answers = {}
+    for stream in (True, False):
+        backend = OpenAIChatBackend(url, local_model.SERVED_MODEL, provider="llama.cpp", timeout_s=120, stream=stream)
+        try:
+            answers[stream] = await backend.complete(request, logprobs=True)
+        finally:
+            await backend.aclose()
+    streamed, whole = answers[True], answers[False]
+    assert (streamed.content, streamed.finish_reason, streamed.input_tokens, streamed.output_tokens) == (
+        whole.content, whole.finish_reason, whole.input_tokens, whole.output_tokens,
+    )
+    assert streamed.output_tokens > 0 and streamed.content
+    assert streamed.confidence == pytest.approx(whole.confidence, abs=1e-3)
+    assert whole.ttft_ms is None
+    assert streamed.ttft_ms is not None and streamed.ttft_ms <= streamed.latency_ms
 
 
 async def test_structured_output_from_the_real_model_validates(stack):
@@ -83,3 +108,15 @@ async def test_structured_output_from_the_real_model_validates(stack):
     assert response.validation in ("passed", "repaired", "reasked")
     document = json.loads(response.content)
     assert isinstance(document["city"], str) and isinstance(document["country"], str)
+
+
+async def test_a_streamed_request_reads_the_real_models_answer_as_it_is_written(stack):
+    """Issue 6 against llama.cpp: chunks on the reply topic while the model decodes, the
+    final response last, and the deltas adding up to its content."""
+    request = new_request("Describe a steam locomotive in two sentences.", "acme", max_tokens=48, temperature=0)
+    async with TurnoutClient(stack.settings.kafka) as client:
+        items = [item async for item in client.stream(request, timeout_s=180)]
+    *deltas, response = items
+    assert response.status == "ok", response.error
+    assert len(deltas) >= 2 and not any(d.restart for d in deltas)  # the first token alone, then the rest as it came
+    assert "".join(d.text for d in deltas) == response.content and response.content

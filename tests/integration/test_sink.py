@@ -2,21 +2,29 @@
 outage, commits offsets only after the insert, stores feedback beside the events, sends
 what does not decode to the DLQ, and never counts a row twice: not in a plain count(),
 not in the rollups the materialized view computes from inserted blocks, not after a
-restart that replays what was inserted but not committed."""
+restart that replays what was inserted but not committed. Events go to ClickHouse as
+Avro (``passthrough.py``): the rows it decodes are those the column insert writes, a
+body it refuses sends its batch through the model, and an event of another writer
+schema is decoded here beside them."""
 
 from __future__ import annotations
 
 import asyncio
+import io
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from fastavro import schemaless_writer
 
 from turnout.admin import create_topics
-from turnout.analytics.sink import EventsSink
+from turnout.analytics import sink as sink_module
+from turnout.analytics.sink import COLUMNS, EventsSink, event_row
 from turnout.analytics.store import migrate, open_client
 from turnout.embedded import EmbeddedBroker
 from turnout.producers.client import TurnoutClient, publish_feedback
+from turnout.schemas.catalog import SchemaCatalog, bundled_catalog, schema_fingerprint
 from turnout.schemas.kafka import DLQ_REASON, DLQ_TOPIC
 from turnout.schemas.models import Feedback, RoutingEvent
 from turnout.schemas.serde import AvroCodec
@@ -34,10 +42,17 @@ class OutageClient:
         self.refused = 0
 
     def insert(self, *args, **kwargs):
+        self._refuse()
+        return self._client.insert(*args, **kwargs)
+
+    def raw_insert(self, *args, **kwargs):
+        self._refuse()
+        return self._client.raw_insert(*args, **kwargs)
+
+    def _refuse(self) -> None:
         if self.refused < self.failures:
             self.refused += 1
             raise ConnectionError("ClickHouse is down")
-        return self._client.insert(*args, **kwargs)
 
     def __getattr__(self, name):  # queries go through: only inserts are refused
         return getattr(self._client, name)
@@ -48,6 +63,13 @@ class LostAnswerClient(OutageClient):
 
     def insert(self, *args, **kwargs):
         self._client.insert(*args, **kwargs)
+        self._lose_answer()
+
+    def raw_insert(self, *args, **kwargs):
+        self._client.raw_insert(*args, **kwargs)
+        self._lose_answer()
+
+    def _lose_answer(self) -> None:
         if self.refused < self.failures:
             self.refused += 1
             raise TimeoutError("read timed out")
@@ -56,7 +78,7 @@ class LostAnswerClient(OutageClient):
 class NeverCommits(EventsSink):
     """A sink that dies between its insert and its commit, every time."""
 
-    async def _commit(self, consumer) -> None:
+    async def _commit(self, consumer, offsets) -> None:
         pass
 
 
@@ -83,15 +105,15 @@ def events(n: int, start: int = 0) -> list[RoutingEvent]:
     ]
 
 
-async def publish(settings, records: list[RoutingEvent | Feedback | bytes], topic: str | None = None) -> None:
-    """Records (or raw bytes) in order, on the events topic unless ``topic`` says otherwise."""
+async def publish(settings, records: list[RoutingEvent | Feedback | bytes], topic: str | None = None, key: bytes = b"k") -> None:
+    """Records (or raw bytes, keyed ``key``) in order, on the events topic unless ``topic`` says otherwise."""
     codec = AvroCodec()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     await producer.start()
     try:
         for record in records:
             value = record if isinstance(record, bytes) else codec.encode(record)
-            await producer.send(topic or settings.topics.events, value, key=b"k" if isinstance(record, bytes) else record.request_id.encode())
+            await producer.send(topic or settings.topics.events, value, key=key if isinstance(record, bytes) else record.request_id.encode())
         await producer.flush()
     finally:
         await producer.stop()
@@ -206,8 +228,9 @@ async def test_a_replay_after_a_crash_before_the_commit_is_not_inserted_again(si
     assert await committed_total(settings, settings.topics.feedback) == 20
 
 
-async def test_an_insert_that_landed_but_timed_out_is_not_inserted_again(sink_env):
+async def test_an_insert_that_landed_but_timed_out_is_not_inserted_again(sink_env, monkeypatch):
     settings, client = sink_env
+    monkeypatch.setattr(sink_module, "IDS_PER_QUERY", 7)  # the landed ids are looked up in several queries
     await publish(settings, events(30))
     lost = LostAnswerClient(client, failures=1)
     sink = EventsSink(settings, lost)  # type: ignore[arg-type]
@@ -299,3 +322,86 @@ async def test_the_feedback_command_publishes_what_the_sink_stores(sink_env):
     await run_until(sink, lambda: sink.inserted >= 1)
     rows = client.query(f"SELECT feedback_id, tenant, metric, score, comment FROM {settings.clickhouse.database}.feedback").result_rows
     assert rows == [("req-9:accuracy:", "acme", "accuracy", 0.75, "close")]
+
+
+def every_field_event(i: int) -> RoutingEvent:
+    return RoutingEvent(
+        event_id=f"every-{i}", request_id=f"r{i}", tenant="acme", kind="attempt",
+        ts=datetime(2025, 3, 14, 17, 9, 26, 535000, tzinfo=timezone(timedelta(hours=2))) + timedelta(seconds=i),
+        route="code", model="large", provider="sim", policy_version="v2", task_type="code", status="error", error_kind="timeout",
+        input_tokens=1200 + i, output_tokens=300, cost_usd=0.0042, latency_ms=812.5, attempt=2, fallback_depth=1, detail="slow ✓",
+        shadow=bool(i % 2), language="de", complexity=0.625, sensitive_kinds=["email", "iban"] if i % 2 else [], cache_hit=True,
+        validation="repaired", confidence=None if i % 2 else 0.25, escalated=True,
+    )
+
+
+async def test_rows_clickhouse_decodes_are_the_rows_the_column_insert_writes(sink_env):
+    settings, client = sink_env
+    database = settings.clickhouse.database
+    sent = [every_field_event(i) for i in range(4)] + events(3)
+    await publish(settings, sent)
+    sink = EventsSink(settings, client)
+    await run_until(sink, lambda: sink.inserted >= len(sent))
+    assert sink.passed_through == len(sent) and sink.refused_blocks == 0  # every row went as Avro
+
+    client.command(f"CREATE TABLE {database}.by_columns AS {database}.routing_events")
+    client.insert(f"{database}.by_columns", [event_row(e) for e in sent], column_names=COLUMNS)
+    select = "SELECT * EXCEPT inserted_at FROM {db}.{table} ORDER BY event_id"
+    passed = client.query(select.format(db=database, table="routing_events")).result_rows
+    assert passed == client.query(select.format(db=database, table="by_columns")).result_rows
+    assert len(passed) == len(sent)
+
+
+def truncated(event: RoutingEvent) -> bytes:
+    """``event``'s message with its last byte cut: the id and kind still read, the datum does not."""
+    return AvroCodec().encode(event)[:-1]
+
+
+async def test_a_batch_with_a_body_clickhouse_refuses_stores_the_others_once_and_dead_letters_it(sink_env):
+    settings, client = sink_env
+    good = events(20)
+    bad_kind = events(1, start=100)[0].model_construct(**(events(1, start=100)[0].model_dump() | {"kind": "exploded"}))
+    corrupt = events(1, start=200)[0]
+    # the cut message's valid copy comes after it in the same batch (the same key, so the same partition), and 5 good events twice
+    await publish(settings, good[:10] + [truncated(corrupt), AvroCodec().encode(bad_kind)] + good[10:] + [corrupt] + good[:5], key=corrupt.request_id.encode())
+    sink = EventsSink(settings, client)
+    await run_until(sink, lambda: sink.inserted >= 21 and sink.dead_lettered >= 2 and sink.duplicates >= 5)
+
+    assert sink.refused_blocks == 1  # ClickHouse refused the block with the cut body; its rows were decoded here
+    assert (sink.inserted, sink.duplicates, sink.dead_lettered) == (21, 5, 2)
+    assert plain_counts(client, settings) == 21  # each good row once: not in the refused block and again
+    assert rollup_events(client, settings) == 21
+    assert client.query(f"SELECT count() FROM {settings.clickhouse.database}.routing_events WHERE event_id = '{corrupt.event_id}'").result_rows == [(1,)]
+    dead = await read_topic(settings, settings.topics.dlq, 2)
+    reasons = {record.value: dict(record.headers)[DLQ_REASON].decode() for record in dead}
+    assert reasons[truncated(corrupt)].startswith("invalid_event: Avro body does not decode")
+    assert reasons[AvroCodec().encode(bad_kind)].startswith("invalid_event: turnout.RoutingEvent failed validation: kind:")
+    assert await committed_total(settings) == 28
+
+
+async def test_an_event_written_with_an_older_schema_is_decoded_here_beside_those_passed_through(sink_env):
+    settings, client = sink_env
+    catalog = SchemaCatalog()
+    for name in bundled_catalog().names():
+        catalog.add_bundled(name, bundled_catalog().by_name(name))
+    older = catalog.register(
+        {
+            "type": "record", "name": "turnout.RoutingEvent",
+            "fields": [{"name": n, "type": "string"} for n in ("event_id", "request_id", "tenant", "kind")]
+            + [{"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}}],
+        }
+    )
+    old = b"\xc3\x01" + schema_fingerprint(older) + avro_datum(older, {"event_id": "old-1", "request_id": "r-old", "tenant": "t", "kind": "decision", "ts": datetime.now(timezone.utc)})
+    await publish(settings, events(5) + [old])
+    sink = EventsSink(settings, client, codec=AvroCodec(catalog=catalog))
+    await run_until(sink, lambda: sink.inserted >= 6)
+
+    assert sink.passed_through == 5 and sink.dead_lettered == 0
+    rows = client.query(f"SELECT event_id, model, confidence FROM {settings.clickhouse.database}.routing_events WHERE event_id = 'old-1'").result_rows
+    assert rows == [("old-1", "", None)]  # the reader schema's defaults for the fields the writer did not have
+
+
+def avro_datum(schema, datum) -> bytes:
+    buffer = io.BytesIO()
+    schemaless_writer(buffer, schema, datum)
+    return buffer.getvalue()

@@ -122,3 +122,40 @@ def test_rollup_latency_quantiles_track_the_exact_ones(client):
         assert model == same
         for w, g in zip(want, got, strict=True):
             assert g == pytest.approx(w, rel=0.05), (model, want, got)  # a t-digest is within a few percent
+
+
+def test_the_009_upgrade_fills_the_latency_breakdowns_and_the_request_sample(client):
+    """A store as release 008 left it, with events: migration 009 backfills the latency
+    tables and the request sample from what is stored, and later inserts reach them
+    through the views (the latency tables through the rollups' own inserts)."""
+    migrate(client, DB, upto=8)
+    before = generated_events(600, seed=11)
+    shadow = [e.model_copy(update={"event_id": f"s{e.event_id}", "shadow": True}) for e in before[:30]]
+    decisions = [e.model_copy(update={"event_id": f"d{e.event_id}", "kind": "decision"}) for e in before[:30]]
+    insert(client, before + shadow + decisions)
+    assert migrate(client, DB) == ["009_latency_breakdowns_and_request_sample"]
+    assert migrate(client, DB) == []
+    after = [e.model_copy(update={"event_id": f"n{e.event_id}", "request_id": f"n{e.request_id}"}) for e in generated_events(600, seed=12)]
+    insert(client, after)
+    events = before + after  # shadows and decisions are no request's measure
+
+    sampled = client.query(f"SELECT request_id, kind, attempt, sample_key = cityHash64(request_id) FROM {DB}.request_sample_events FINAL").result_rows
+    assert sorted(sampled) == sorted((e.request_id, e.kind, e.attempt, True) for e in events)
+    sparse = client.query(f"SELECT request_id, kind, attempt FROM {DB}.request_sample_events_sparse FINAL").result_rows
+    below = scalar(client, f"SELECT groupArray((request_id, kind, attempt)) FROM {DB}.request_sample_events FINAL WHERE sample_key < pow(2, 60)")
+    assert 0 < len(sparse) < len(sampled) / 8 and sorted(sparse) == sorted(map(tuple, below))  # one request in 16: those of the smallest keys
+
+    completions = [e for e in events if e.kind == "completion"]
+    for period_s in (60, 3600, 21600):
+        keys = client.query(f"SELECT DISTINCT dimension, key FROM {DB}.routing_latency WHERE period_s = {period_s}").result_rows
+        assert sorted(keys) == sorted({("all", "")} | {(d, getattr(e, d)) for e in completions for d in ("route", "model", "tenant")})
+        for dimension, key in keys:
+            latencies = sorted(e.latency_ms for e in completions if dimension == "all" or getattr(e, dimension) == key)
+            got = scalar(client, f"SELECT quantilesTDigestMerge(0.5, 0.95, 0.99)(latency) FROM {DB}.routing_latency "
+                                 f"WHERE period_s = {period_s} AND dimension = '{dimension}' AND key = '{key}'")
+            exact = [latencies[min(len(latencies) - 1, int(q * len(latencies)))] for q in (0.5, 0.95)]
+            assert got[:2] == pytest.approx(exact, rel=0.05), (period_s, dimension, key)
+        periods = client.query(f"SELECT DISTINCT toUnixTimestamp(period) FROM {DB}.routing_latency WHERE period_s = {period_s}").result_rows
+        assert all(seconds % period_s == 0 for (seconds,) in periods)  # whole buckets of their length
+    assert {row[0] for row in client.query(f"SELECT DISTINCT toUnixTimestamp(period) FROM {DB}.routing_latency WHERE period_s = 3600").result_rows} == {
+        int(T0.replace(minute=0).timestamp()), int(T0.replace(minute=0).timestamp()) + 3600}  # the events cross 10:00

@@ -148,7 +148,7 @@ def full_routed() -> RoutedRequest:
                 status="error",
                 error=ErrorInfo(code="rate_limited", message="429", retryable=True, details={"retry_after": "0.1"}),
             ),
-            Attempt(model="small", provider="simulated", started_at=T0 + timedelta(milliseconds=40), latency_ms=3.0, status="ok"),
+            Attempt(model="small", provider="simulated", started_at=T0 + timedelta(milliseconds=40), latency_ms=3.0, status="ok", ttft_ms=1.25),
         ],
         policy_version="dev-1",
         routed_at=T0 + timedelta(milliseconds=1),
@@ -170,6 +170,7 @@ def full_response() -> InferenceResponse:
         created_at=T0 + timedelta(seconds=1),
         latency_ms=1000.0,
         backend_latency_ms=3.0,
+        ttft_ms=1.25,
         routing=RoutingMeta(
             route="long-summaries",
             selected_model="medium",
@@ -202,6 +203,8 @@ def full_event() -> RoutingEvent:
         attempt=2,
         fallback_depth=1,
         detail="fine",
+        region="eu-west-1",
+        ttft_ms=1.25,
     )
 
 

@@ -252,3 +252,54 @@ async def test_each_request_carries_the_backends_timeouts_to_the_transport():
     client = backend("http://backend.test/v1", timeout_s=7.5, transport=httpx.MockTransport(handler))
     await client.complete(make_request())
     assert seen == [{"connect": 7.5, "read": 7.5, "write": 7.5, "pool": 7.5}]
+
+
+# -- event streams: handed on as they arrive ------------------------------------------------------------
+async def test_an_event_stream_is_handed_on_before_the_server_has_finished():
+    """The server sends its first event and then waits until the client has read it: a
+    transport that read the body whole would never see the end (the wait_for fails)."""
+    first_read = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: first\n\n")
+        await first_read.wait()
+        await response.write(b"data: last\n\n")
+        return response
+
+    transport = AiohttpTransport(2)
+    async with http_server(handler) as url:
+        try:
+            response = await transport.handle_async_request(httpx.Request("POST", f"{url}/stream"))
+            chunks = []
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                first_read.set()
+            await response.aclose()
+        finally:
+            await transport.aclose()
+    assert b"".join(chunks) == b"data: first\n\ndata: last\n\n" and len(chunks) >= 2
+
+
+async def test_an_event_stream_that_stalls_is_a_timeout_and_one_that_breaks_off_is_interrupted():
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'data: {"choices":[]}\n\n')
+        await asyncio.Event().wait()
+        return response
+
+    async def breaks(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"16\r\ndata: {\"choices\":[]}\n\n\r\n")  # one whole chunk, then the connection drops
+        await writer.drain()
+        writer.close()
+
+    async with http_server(stalls) as url:
+        stalled = await failure(url, timeout_s=0.05, stream=True)
+    async with raw_server(breaks) as url:
+        broken = await failure(url, stream=True)
+    assert (stalled.code, stalled.retryable) == ("timeout", True)
+    assert (broken.code, broken.retryable) == ("stream_interrupted", True)

@@ -141,6 +141,16 @@ async def test_timeout_and_concurrency_reach_the_http_client():
         await backend.aclose()
 
 
+@each_wire
+async def test_the_deployments_stream_setting_reaches_the_backend_and_is_off_by_default(wire):
+    backends = [build(wire), build(wire, stream=True)]
+    try:
+        assert [b.stream for b in backends] == [False, True]
+    finally:
+        for backend in backends:
+            await backend.aclose()
+
+
 async def test_anthropic_gets_the_deployments_output_limit_as_default_max_tokens():
     script = Script(reply(anthropic_message()))
     await complete_once(build(WIRES[1], script, max_output_tokens=2048))

@@ -344,7 +344,8 @@ def test_the_config_is_frozen_and_strict() -> None:
 def test_failure_codes_are_codes_the_backends_raise() -> None:
     """The worker classifies ``BackendError.code``: every failure code must be one they use,
     and flow control and rejections must not count."""
-    sources = "".join(p.read_text() for p in (REPO / "consumers").glob("*backend*.py"))
+    adapters = [*(REPO / "consumers").glob("*backend*.py"), REPO / "consumers" / "streaming.py"]
+    sources = "".join(p.read_text() for p in adapters)
     for code in FAILURE_CODES:
         assert f'"{code}"' in sources, code
     assert not FAILURE_CODES & {"rate_limited", "backend_rejected", "invalid_request"}

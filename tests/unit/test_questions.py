@@ -90,7 +90,10 @@ def test_requests_are_defined_once():
     """The per-request queries embed requests.sql rather than restating it. (feedback.sql
     only looks up a route for the requests that have feedback, by their final event, so
     that the dashboard need not group every request of its window; its figures are
-    checked against hand-built requests in tests/integration/test_analytics_questions.py.)"""
-    for name in ("latency", "quality", "feedback_samples", "regression_samples"):
+    checked against hand-built requests in tests/integration/test_analytics_questions.py.
+    regression_samples.sql applies requests.sql's expressions to a sample of the events
+    keyed by request hash: tests/integration/test_questions_sample.py checks that a window
+    read whole gives requests.sql's figures exactly.)"""
+    for name in ("latency", "quality"):
         assert "{requests}" in (QUERIES_DIR / f"{name}.sql").read_text()
         assert "escalated" in sql(name, "turnout")

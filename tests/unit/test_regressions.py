@@ -14,7 +14,6 @@ from turnout.analytics.regressions import (
     METRICS,
     Criteria,
     Sample,
-    add_feedback,
     compare,
     group_rows,
     judge,
@@ -23,6 +22,7 @@ from turnout.analytics.regressions import (
     two_proportions,
     welch,
 )
+from turnout.analytics.sampling import KEY_SPACE, SPARSE_KEYS, WHOLE, cutoffs, sample_parameters
 
 LATENCY, ERRORS, COST, PASS_RATE = METRICS
 
@@ -80,18 +80,12 @@ def test_relative_change(baseline, candidate, change):
 
 # -- the decision -----------------------------------------------------------------------------
 def latency_sample(values) -> Sample:
-    sample = Sample()
-    for value in values:
-        sample.add({"failed": 0, "latency_ms": value, "cost_usd": 0.001, "validation": ""})
-    return sample
+    values = list(values)
+    return Sample(requests=len(values), latencies=values, costs=[0.001] * len(values))
 
 
-def outcome_sample(requests: int, failures: int, validation: dict[str, int] | None = None) -> Sample:
-    sample = Sample()
-    labels = [v for v, n in (validation or {}).items() for _ in range(n)]
-    for i in range(requests):
-        sample.add({"failed": int(i < failures), "latency_ms": 100.0, "cost_usd": 0.001, "validation": labels[i] if i < len(labels) else ""})
-    return sample
+def outcome_sample(requests: int, failures: int, validated: int = 0, passed: int = 0) -> Sample:
+    return Sample(requests=requests, failures=failures, latencies=[100.0] * (requests - failures), costs=[0.001] * requests, validated=validated, passed=passed)
 
 
 def noisy(rng: random.Random, n: int, mean: float) -> list[float]:
@@ -152,25 +146,25 @@ def test_error_rate_from_2_to_20_percent():
 
 def test_falling_pass_rate_is_a_regression_rising_one_an_improvement():
     """Validation pass rate is better when higher: the direction flips."""
-    good, bad = outcome_sample(100, 0, {"passed": 90, "failed": 10}), outcome_sample(100, 0, {"passed": 50, "failed": 50})
+    good, bad = outcome_sample(100, 0, validated=100, passed=90), outcome_sample(100, 0, validated=100, passed=50)
     assert judge(PASS_RATE, SCOPE, LABELS, good, bad, Criteria()).verdict == "regression"
     assert judge(PASS_RATE, SCOPE, LABELS, bad, good, Criteria()).verdict == "improvement"
-
-
-def test_repaired_and_reasked_answers_pass():
-    sample = outcome_sample(4, 0, {"passed": 1, "repaired": 1, "reasked": 1, "failed": 1})
-    assert (sample.validated, sample.passed) == (4, 3)
 
 
 def test_requests_without_structured_output_leave_pass_rate_untested():
     assert judge(PASS_RATE, SCOPE, LABELS, outcome_sample(100, 0), outcome_sample(100, 0), Criteria()) is None
 
 
-def test_failed_requests_count_for_cost_and_errors_not_latency():
+def test_a_sample_absorbs_the_rows_of_its_scope():
+    """A route's sample is the union of its models' rows: counts add up, values concatenate,
+    feedback lands per metric."""
     sample = Sample()
-    sample.add({"failed": 1, "latency_ms": 0.0, "cost_usd": 0.01, "validation": ""})
-    sample.add({"failed": 0, "latency_ms": 250.0, "cost_usd": 0.02, "validation": ""})
-    assert (sample.requests, sample.failures, sample.latencies, sample.costs) == (2, 1, [250.0], [0.01, 0.02])
+    sample.absorb({"requests": 3, "failures": 1, "latencies": [100.0, 250.0], "costs": [0.01, 0.02, 0.0], "validated": 2, "passed": 1,
+                   "feedback": [("rating", 4.0), ("rating", 5.0)]})
+    sample.absorb({"requests": 1, "failures": 0, "latencies": [80.0], "costs": [0.03], "validated": 0, "passed": 0, "feedback": [("accuracy", 1.0)]})
+    assert (sample.requests, sample.failures, sample.validated, sample.passed) == (4, 1, 2, 1)
+    assert (sample.latencies, sample.costs) == ([100.0, 250.0, 80.0], [0.01, 0.02, 0.0, 0.03])
+    assert sample.feedback == {"rating": [4.0, 5.0], "accuracy": [1.0]}
 
 
 def test_criteria_refuse_nonsense():
@@ -178,11 +172,22 @@ def test_criteria_refuse_nonsense():
         Criteria(alpha=1.5)
     with pytest.raises(ValueError):
         Criteria(min_samples=1)
+    with pytest.raises(ValueError, match="sample_size"):
+        Criteria(sample_size=0)
+
+
+def test_the_sample_never_falls_below_what_a_test_needs():
+    """Raising --min-samples above the sample size must not leave every metric untested
+    (a rollout gate that can never trip)."""
+    assert Criteria().per_route == 2000
+    assert Criteria(min_samples=5000).per_route == 5000
 
 
 # -- grouping and comparing ---------------------------------------------------------------------
-def row(route: str, model: str, group: str, latency: float, failed: int = 0) -> dict:
-    return {"route": route, "model": model, "group": group, "failed": failed, "latency_ms": latency, "cost_usd": 0.001, "validation": ""}
+def row(route: str, model: str, group: str, latency: float, failed: int = 0, feedback=()) -> dict:
+    """A row of regression_samples.sql holding one request."""
+    return {"route": route, "model": model, "group": group, "requests": 1, "failures": failed, "latencies": [] if failed else [latency],
+            "costs": [0.001], "validated": 0, "passed": 0, "feedback": list(feedback)}
 
 
 def test_rows_are_grouped_per_route_and_per_route_and_model():
@@ -212,14 +217,36 @@ def test_a_scope_seen_in_one_group_only_is_not_compared():
 
 
 def test_feedback_scores_are_compared_per_metric():
-    rows = [row("chat", "small", g, 100) for g in ("a", "b") for _ in range(50)]
+    rows = [row("chat", "small", "a", 100, feedback=[("rating", 4.0 + (i % 3) / 2)]) for i in range(60)]
+    rows += [row("chat", "small", "b", 100, feedback=[("rating", 2.0 + (i % 3) / 2)]) for i in range(60)]
+    rows += [row("chat", "small", "a", 100, feedback=[("only_in_a", 1.0)])]
     groups = group_rows(rows, lambda r: r["group"])
-    scores = [{"route": "chat", "model": "small", "group": "a", "metric": "rating", "score": 4.0 + (i % 3) / 2} for i in range(60)]
-    scores += [{"route": "chat", "model": "small", "group": "b", "metric": "rating", "score": 2.0 + (i % 3) / 2} for i in range(60)]
-    scores += [{"route": "chat", "model": "small", "group": "a", "metric": "only_in_a", "score": 1.0}]
-    add_feedback(groups, scores, lambda r: r["group"])
     findings = {(f.model, f.metric): f for f in compare(groups, "a", "b", Criteria())}
     rating = findings[("small", "feedback:rating")]
     assert rating.verdict == "regression" and (rating.n_baseline, rating.n_candidate) == (60, 60)
     assert rating.baseline_value == pytest.approx(4.5) and rating.candidate_value == pytest.approx(2.5)
     assert ("small", "feedback:only_in_a") not in findings
+
+
+# -- sampling ------------------------------------------------------------------------------------
+def test_a_busy_route_is_sampled_a_quiet_one_read_whole():
+    found = cutoffs({"busy": 100_000, "quiet": 1_000, "empty": 0}, per_route=2000)
+    assert found["quiet"] == found["empty"] == WHOLE  # 1.25 * 2000 > 1000: every request
+    assert found["busy"] / KEY_SPACE == pytest.approx(1.25 * 2000 / 100_000)  # ~2,500 sampled, 2,000 kept
+
+
+def test_sample_parameters_restate_the_cutoffs_for_the_primary_keys():
+    """A route whose sample needs only keys below 2^60 is read from the sparse table (one
+    request in 16, keyed by day), the others from the hourly one."""
+    parameters = sample_parameters({"long": 10, "short": SPARSE_KEYS + 5, "busy": 20, "quiet": WHOLE}, per_route=5)
+    assert (parameters["routes"], parameters["cutoffs"]) == (["busy", "long", "quiet", "short"], [20, 10, WHOLE, SPARSE_KEYS + 5])
+    assert (parameters["sparse_routes"], parameters["sparse_cutoff"]) == (["busy", "long"], 20)
+    assert (parameters["dense_routes"], parameters["whole_routes"], parameters["dense_cutoff"]) == (["quiet", "short"], ["quiet"], SPARSE_KEYS + 5)
+    assert parameters["per_route"] == 5
+    only_whole = sample_parameters({"quiet": WHOLE}, per_route=5)
+    assert (only_whole["sparse_routes"], only_whole["sparse_cutoff"], only_whole["dense_cutoff"]) == ([], 0, 0)  # nothing sampled in part
+
+
+def test_a_sample_bound_must_be_positive():
+    with pytest.raises(ValueError, match="per_route"):
+        cutoffs({"r": 10}, per_route=0)

@@ -171,10 +171,10 @@ async def test_health_counts_calls_per_format_and_per_model():
     assert report["models"]["steady"]["latency_ms"]["count"] == 1
 
 
-async def test_streaming_requests_are_refused_with_400():
+async def test_a_stream_flag_that_is_not_a_boolean_is_refused_with_400():
     async with running_simulator(SETTINGS) as (_, port), client(port) as api:
         with pytest.raises(openai.BadRequestError) as caught:
-            await api.chat.completions.create(model="steady", messages=MESSAGES, stream=True)
+            await api.chat.completions.create(model="steady", messages=MESSAGES, extra_body={"stream": "yes"})
     assert caught.value.body["param"] == "stream"
 
 

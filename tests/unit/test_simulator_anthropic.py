@@ -92,11 +92,11 @@ async def test_500_is_an_api_error_and_an_overloaded_burst_is_529():
         (HEADERS, {"model": "steady", "max_tokens": 0, "messages": TURNS}, 400, "invalid_request_error", "max_tokens"),
         (HEADERS, {"model": "steady", "max_tokens": 10, "messages": []}, 400, "invalid_request_error", "messages"),
         (HEADERS, {"max_tokens": 10, "messages": TURNS}, 400, "invalid_request_error", "model"),
-        (HEADERS, {"model": "steady", "max_tokens": 10, "messages": TURNS, "stream": True}, 400, "invalid_request_error", "stream"),
+        (HEADERS, {"model": "steady", "max_tokens": 10, "messages": TURNS, "stream": "yes"}, 400, "invalid_request_error", "stream"),
         ({"anthropic-version": "2023-06-01"}, {"model": "steady", "max_tokens": 10, "messages": TURNS}, 401, "authentication_error", "x-api-key"),
         ({"x-api-key": "x"}, {"model": "steady", "max_tokens": 10, "messages": TURNS}, 400, "invalid_request_error", "anthropic-version"),
     ],
-    ids=["no-max-tokens", "zero-max-tokens", "no-messages", "no-model", "stream", "no-api-key", "no-version"],
+    ids=["no-max-tokens", "zero-max-tokens", "no-messages", "no-model", "stream-not-a-boolean", "no-api-key", "no-version"],
 )
 async def test_requests_the_real_api_refuses_are_refused_in_its_shape(headers, body, status, kind, message):
     async with running_simulator(SETTINGS) as (_, port), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/v1") as http:

@@ -65,16 +65,17 @@ def table(stream_index: int = 1, max_ids: int = 100) -> _Table:
 def test_a_table_drops_duplicates_inside_one_batch_and_across_batches() -> None:
     feedback = table()
     datums = [model_datum(Feedback(request_id=f"r{i % 3}", tenant="t", metric="rating", score=i, ts=T0)) for i in range(5)]
-    kept = [feedback.take(datum) for datum in datums]
+    kept = [feedback.take_datum(datum) for datum in datums]
     assert kept == [True, True, True, False, False]
-    assert feedback.rows.column("feedback_id") == ["r0:rating:", "r1:rating:", "r2:rating:"]
-    feedback.clear()  # inserted
-    assert feedback.take(datums[0]) is False  # a replay in a later batch
+    assert feedback.rows.columns.column("feedback_id") == ["r0:rating:", "r1:rating:", "r2:rating:"]
+    sealed = feedback.seal()  # handed over for the insert
+    assert len(sealed) == 3 and len(feedback.rows) == 0
+    assert feedback.take_datum(datums[0]) is False  # a replay in a later batch
 
 
 def test_streams_name_their_tables_and_id_columns() -> None:
     streams = {s.table: s for s in sink_streams(make_settings())}
-    assert set(streams) == {"routing_events", "feedback"}
+    assert {"routing_events", "feedback"} <= set(streams)
     assert streams["feedback"].topic.endswith(".feedback")
     for stream in streams.values():
         assert stream.id_column in stream.columns
@@ -113,3 +114,13 @@ def test_dedup_settings_are_validated(change: dict) -> None:
 def test_dedup_settings_are_described() -> None:
     for name in ("dedup_window_s", "dedup_max_ids"):
         assert SinkSettings.model_fields[name].description
+
+
+def test_a_forgotten_id_is_new_again_and_the_bound_still_holds() -> None:
+    ids = RecentIds(2)
+    ids.add("bad")
+    ids.forget("bad")
+    assert "bad" not in ids
+    assert ids.add("bad") is True  # a valid copy of a record whose first message did not decode
+    ids.update(["b", "c", "d"])
+    assert len(ids) <= 2 and "d" in ids
