@@ -290,9 +290,13 @@ def analytics_quality(config: str | None, since, as_json: bool) -> None:
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01, show_default=True, help="significance level")
 @click.option("--min-samples", type=click.IntRange(min=2), default=30, show_default=True, help="fewer requests in a group: not tested")
 @click.option("--min-effect", type=click.FloatRange(min=0), default=0.10, show_default=True, help="smallest relative change flagged (0.1 = 10 %)")
+@click.option(
+    "--sample-size", type=click.IntRange(min=1), default=2000, show_default=True,
+    help="requests per route and window tested (a uniform random sample; more finds smaller changes and takes longer)",
+)
 @click.option("--all", "show_all", is_flag=True, help="list unchanged and untested metrics too")
 @json_option
-def regressions(config, recent, baseline, policy, model, since, alpha, min_samples, min_effect, show_all, as_json) -> None:
+def regressions(config, recent, baseline, policy, model, since, alpha, min_samples, min_effect, sample_size, show_all, as_json) -> None:
     """Flag significant changes in latency, error rate, cost per request and quality;
     exit 1 when one is a regression (to gate a rollout), 0 otherwise."""
     from turnout.analytics import regressions as detect
@@ -304,7 +308,7 @@ def regressions(config, recent, baseline, policy, model, since, alpha, min_sampl
         raise click.UsageError("compare either --policy A B or --model A B, not both")
     settings = _settings(config)
     database = settings.clickhouse.database
-    criteria = detect.Criteria(alpha=alpha, min_samples=min_samples, min_effect=min_effect)
+    criteria = detect.Criteria(alpha=alpha, min_samples=min_samples, min_effect=min_effect, sample_size=sample_size)
     with _open_store(settings) as client:
         try:
             if policy or model:

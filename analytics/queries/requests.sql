@@ -5,6 +5,8 @@
 -- same thing everywhere. Attempts are read from one hour before `since`, so a request
 -- that took longer than that to finish is counted without its earliest attempts' cost.
 --
+-- ttft_ms: time to the answer's first token, NULL unless the answer was streamed from
+-- its backend (the deployment's `stream = true`).
 -- model: the model that gave the final answer; for a failure (whose event names no
 -- model), the model of the last attempt.
 -- escalated: an attempt answered (status ok) and the request then moved to a later step
@@ -23,6 +25,7 @@ SELECT
     toUInt8(countIf(kind = 'failure') > 0)                         AS failed,
     anyIf(error_kind, kind = 'failure')                            AS error_kind,
     anyIf(latency_ms, kind = 'completion')                         AS latency_ms,
+    anyIf(ttft_ms, kind = 'completion')                            AS ttft_ms,
     sumIf(cost_usd, kind = 'attempt')                              AS cost_usd,
     sumIf(input_tokens, kind = 'attempt')                          AS input_tokens,
     sumIf(output_tokens, kind = 'attempt')                         AS output_tokens,

@@ -152,10 +152,10 @@ def test_the_questions_answer_from_the_same_requests(store):
     events += [
         event("esc", "attempt", 0, model="small", status="ok", cost_usd=0.001, input_tokens=1_000_000),
         event("esc", "attempt", 1, model="medium", status="ok", cost_usd=0.01, fallback_depth=2),
-        event("esc", "completion", model="medium", status="ok", latency_ms=300, fallback_depth=2, validation="reasked"),
+        event("esc", "completion", model="medium", status="ok", latency_ms=300, ttft_ms=40.0, fallback_depth=2, validation="reasked"),
         event("fb", "attempt", 0, model="flaky", status="error"),
         event("fb", "attempt", 1, model="medium", status="ok", cost_usd=0.003, fallback_depth=1),
-        event("fb", "completion", model="medium", status="ok", latency_ms=200, fallback_depth=1, validation="failed"),
+        event("fb", "completion", model="medium", status="ok", latency_ms=200, ttft_ms=60.0, fallback_depth=1, validation="failed"),
     ]
     events += request("bad", at, model="small", latency=50, failed=True, cost=0.0)
     events += request("ok", at, model="medium", latency=9000, cost=0.5, shadow=True)  # paid, answers nobody
@@ -172,6 +172,7 @@ def test_the_questions_answer_from_the_same_requests(store):
 
     latency = {row["model"]: row for row in questions.latency(store[0], database, window, timedelta(minutes=5)).as_dicts()}
     assert {m: (r["requests"], r["errors"], r["p50_ms"]) for m, r in latency.items()} == {"small": (2, 1, 100.0), "medium": (2, 0, 250.0)}
+    assert (latency["medium"]["ttft_p50_ms"], latency["small"]["ttft_p50_ms"]) == (50.0, None)  # streamed answers only
 
     spend = {row["model"]: row for row in questions.spend(store[0], database, window).as_dicts()}
     assert spend["medium"]["cost_usd"] == pytest.approx(0.513) and spend["medium"]["shadow_cost_usd"] == pytest.approx(0.5)
@@ -200,6 +201,12 @@ def test_cli_gates_a_rollout_on_regressions(store):
     assert "no regression" in clean.output and "against baseline" in clean.output
     strict = run_cli(store, "unchanged", "regressions", "--policy", "v1", "v1")
     assert strict.exit_code == 2 and "itself" in strict.output
+
+
+def test_cli_bounds_the_requests_tested_per_route_and_window(store):
+    found = run_cli(store, "planted", "regressions", "--json", "--all", "--sample-size", "50")
+    findings = json.loads(found.output)["findings"]
+    assert findings and max(max(f["n_baseline"], f["n_candidate"]) for f in findings) == 50
 
 
 def test_cli_compares_policy_versions(store):
