@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from turnout.schemas.fleet import EMBEDDINGS
-from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options
+from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options, start_producer
 from turnout.schemas.models import DeploymentHealth, ResponseChunk, RoutedRequest
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
@@ -116,7 +116,7 @@ class ModelWorker:
         consumer = AIOKafkaConsumer(**consumer_options(kafka, f"worker-{self.model_id}", group_id(self.model_id)))
         consumer.subscribe([self.topic], listener=_Rebalance(self, consumer, deployment))
         producer = AIOKafkaProducer(**producer_options(kafka, f"worker-{self.model_id}"))
-        await producer.start()
+        await start_producer(producer, self.settings.required_topics())
         await consumer.start()
         log.info("worker %s consuming %s (at most %d requests in flight)", self.model_id, self.topic, self.max_in_flight)
         reporter = asyncio.create_task(self._report_health(consumer, producer, deployment))

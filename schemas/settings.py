@@ -343,6 +343,10 @@ class Settings(BaseSettings):
     def topics(self) -> Topics:
         return Topics(self.kafka.topic_prefix)
 
+    def required_topics(self) -> list[str]:
+        """Every topic an installation needs: the shared ones and one per fleet model."""
+        return self.topics.shared() + [self.topics.model(model_id) for model_id in sorted(self.fleet)]
+
     @property
     def policy(self) -> Policy:
         """The policy this configuration starts with (a published version may replace it).

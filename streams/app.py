@@ -27,7 +27,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 
-from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options
+from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options, start_producer
 from turnout.schemas.models import RoutingEvent, utcnow
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
@@ -161,7 +161,7 @@ class RequestLoop:
         )
         producer = AIOKafkaProducer(**producer_options(kafka, "router"))
         await asyncio.to_thread(warm_up)  # load the classifier, tokenizer and language model before the first request
-        await producer.start()
+        await start_producer(producer, self.settings.required_topics())
         await self.state.policies.ready.wait()  # never route on a stale version after a restart
         await consumer.start()
         in_flight: collections.deque[asyncio.Task[None]] = collections.deque()

@@ -12,8 +12,7 @@ from turnout.schemas.settings import Settings
 
 
 def required_topics(settings: Settings) -> list[str]:
-    topics = settings.topics
-    return topics.shared() + [topics.model(model_id) for model_id in sorted(settings.fleet)]
+    return settings.required_topics()
 
 
 def topic_configs(settings: Settings, name: str, compacted: set[str]) -> dict[str, str]:

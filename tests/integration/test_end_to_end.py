@@ -111,6 +111,21 @@ async def test_a_reply_topic_receives_the_answer(stack):
     assert response.id == request.id and response.status == "ok"
 
 
+async def test_a_refusal_to_a_reply_topic_newer_than_the_router_is_dead_lettered_too(stack):
+    """The router's first send to a topic created after it started once made its
+    producer forget the other topics' leaders, so the refusal's dead-letter copy, sent in
+    the same breath, never landed and the router stopped on NotLeaderForPartition
+    (``schemas/kafka.start_producer``). Both copies land, and the router serves on."""
+    reply_topic = f"{stack.settings.topics.prefix}.replies.{uuid.uuid4().hex[:8]}"
+    async with TurnoutClient(stack.settings.kafka, reply_topic=reply_topic) as client:
+        refused = await client.request(new_request("Hi!", "acme", model="no-such-model"), TIMEOUT_S)
+        dead = await read_all(stack, stack.settings.topics.dlq, refused.id.encode())
+        served = await client.request(new_request("Thanks, bye!", "acme"), TIMEOUT_S)
+    SEEN[served.id] = served
+    assert refused.status == "error" and served.status == "ok"
+    assert any(record.key == refused.id.encode() for record in dead)
+
+
 async def test_malformed_message_goes_to_the_dlq_and_the_next_is_served(stack):
     bad_key = f"broken-{uuid.uuid4().hex[:8]}"
     good = new_request("Hi there, thanks for the help!", "acme")
@@ -252,4 +267,4 @@ def test_turnout_report_prints_per_model_and_per_route_figures(stack, monkeypatc
     assert routes["always-failing-primary"]["fell_back"] == 1
     assert {"code", "default", "pinned"} <= set(routes)
     rejections = {row["error_kind"]: row["rejected"] for row in report["rejections"]}
-    assert rejections == {"invalid_request": 1, "unknown_model": 1}  # the garbage message and the unknown model
+    assert rejections == {"invalid_request": 1, "unknown_model": 2}  # the garbage message and the two unknown models
