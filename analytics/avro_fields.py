@@ -126,6 +126,8 @@ _PRIMITIVE_SKIPS: dict[str, Skip] = {
     "bytes": _skip_string,
     "string": _skip_string,
 }
+PRIMITIVES = frozenset(_PRIMITIVE_SKIPS)
+"""Avro's primitive type names."""
 
 
 class _Compiler:

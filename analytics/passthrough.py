@@ -44,10 +44,9 @@ from turnout.schemas.models import AvroRecord
 from turnout.schemas.serde import SINGLE_OBJECT_MAGIC, AvroCodec, DecodeError
 
 from .avro_container import AvroContainer
-from .avro_fields import FieldsReader, UnsupportedSchema
+from .avro_fields import PRIMITIVES, FieldsReader, UnsupportedSchema
 from .rows import Check, fast_checks
 
-_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 _LOGICAL = {None, "timestamp-millis", "timestamp-micros"}  # mapped to DateTime64 as the column path inserts datetimes
 _UNKNOWN = object()
 
@@ -55,8 +54,8 @@ _UNKNOWN = object()
 def _primitive_blocker(schema: Any) -> str | None:
     """Why ``schema`` is not a primitive (or a timestamp) as the column path inserts it, or ``None``."""
     if isinstance(schema, str):
-        return None if schema in _PRIMITIVES else f"named type {schema}"
-    if isinstance(schema, dict) and schema.get("type") in _PRIMITIVES:
+        return None if schema in PRIMITIVES else f"named type {schema}"
+    if isinstance(schema, dict) and schema.get("type") in PRIMITIVES:
         logical = schema.get("logicalType")
         return None if logical in _LOGICAL else f"logical type {logical}"
     return f"{schema.get('type') if isinstance(schema, dict) else 'nested union'} type"

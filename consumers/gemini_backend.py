@@ -19,7 +19,6 @@ stream without a finish reason was cut). ``GeminiStream`` rebuilds the whole res
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import re
 from typing import Any

@@ -85,7 +85,7 @@ class AvroCodec:
     def decode_datum(self, data: bytes, reader_schema: dict[str, Any]) -> dict[str, Any]:
         if not data:
             raise DecodeError("empty message: expected Avro with a Confluent or single-object header")
-        writer_schema, offset = self._writer_schema(data)
+        writer_schema, offset = self.writer_schema(data)
         try:
             return schemaless_reader(io.BytesIO(data[offset:]), writer_schema, reader_schema)
         except Exception as exc:  # fastavro raises several types for corrupt or incompatible bodies
@@ -94,10 +94,7 @@ class AvroCodec:
     def writer_schema(self, data: bytes) -> tuple[dict[str, Any], int]:
         """The parsed schema ``data`` was written with, named by its framing, and the
         offset where its Avro body starts; ``DecodeError`` when the framing does not
-        resolve. For readers that hand the body on undecoded (the analytics sink)."""
-        return self._writer_schema(data)
-
-    def _writer_schema(self, data: bytes) -> tuple[dict[str, Any], int]:
+        resolve. Also for readers that hand the body on undecoded (the analytics sink)."""
         if data[:2] == SINGLE_OBJECT_MAGIC:
             if len(data) < 10:
                 raise DecodeError("truncated single-object header: fewer than 10 bytes")

@@ -11,15 +11,11 @@ from turnout.schemas.kafka import client_options
 from turnout.schemas.settings import Settings
 
 
-def required_topics(settings: Settings) -> list[str]:
-    return settings.required_topics()
-
-
-def topic_configs(settings: Settings, name: str, compacted: set[str]) -> dict[str, str]:
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
     """Per-topic broker settings: compaction where the latest value per key is the state
     (policies, spend), and for the redacted prompt text a retention no longer than the
     store keeps it (``prompts.ttl_days``), so the broker does not outlive the table's TTL."""
-    if name in compacted:
+    if name in settings.topics.compacted():
         return {"cleanup.policy": "compact"}
     if name == settings.topics.prompts:
         return {"retention.ms": str(settings.prompts.ttl_days * 86_400_000)}
@@ -29,19 +25,19 @@ def topic_configs(settings: Settings, name: str, compacted: set[str]) -> dict[st
 async def create_topics(settings: Settings) -> list[str]:
     """Create the missing topics; return the names created (existing ones are left alone)."""
     kafka = settings.kafka
-    compacted, single = settings.topics.compacted(), settings.topics.single_partition()
+    single = settings.topics.single_partition()
     admin = AIOKafkaAdminClient(**client_options(kafka, "admin"))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [name for name in required_topics(settings) if name not in existing]
+        missing = [name for name in settings.required_topics() if name not in existing]
         if missing:
             new = [
                 NewTopic(
                     name,
                     num_partitions=1 if name in single else kafka.partitions,
                     replication_factor=kafka.replication_factor,
-                    topic_configs=topic_configs(settings, name, compacted),
+                    topic_configs=topic_configs(settings, name),
                 )
                 for name in missing
             ]
