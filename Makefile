@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration dev install install-local-model local-model clean bench-route bench-stream bench-worker bench-analytics bench-batch bench-gateway
+.PHONY: help demo test test-unit test-integration test-apache-kafka apache-kafka dev install install-local-model local-model clean bench-route bench-stream bench-worker bench-analytics bench-batch bench-gateway
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,14 @@ test-unit: $(STAMP) ## run the unit tests only
 
 test-integration: $(STAMP) ## run the integration tests only
 	$(BIN)/python -m pytest -m integration
+
+test-apache-kafka: $(STAMP) ## run the integration tests against Apache Kafka (one KRaft node; Java 17+ and Maven fetch its jars on first use)
+	TURNOUT_DEV_KAFKA=apache $(BIN)/python -m pytest -m integration
+
+BROKERS ?= 1
+
+apache-kafka: $(STAMP) ## run Apache Kafka on local ports until Ctrl-C (BROKERS=3 for a cluster)
+	$(BIN)/turnout apache-kafka --brokers $(BROKERS)
 
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_ARGS  ?=

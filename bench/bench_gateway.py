@@ -42,7 +42,6 @@ from runinfo import revision  # noqa: E402
 from turnout.gateway.keys import key_hash, new_key  # noqa: E402
 from turnout.gateway_process import running_gateway  # noqa: E402
 from turnout.producers.client import TurnoutClient, new_request  # noqa: E402
-from turnout.producers.topic_admin import ensure_topic  # noqa: E402
 from turnout.stack import DevStack  # noqa: E402
 
 KEY = new_key()
@@ -125,8 +124,7 @@ async def paced(paths: Paths, rate: float, seconds: float) -> tuple[list[float],
 async def measure(stack: DevStack, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     assert stack.settings is not None
     reply_topic = f"{stack.settings.kafka.topic_prefix}.bench.direct"
-    await ensure_topic(stack.settings.kafka, reply_topic, partitions=1)
-    async with TurnoutClient(stack.settings.kafka, reply_topic=reply_topic) as client, aiohttp.ClientSession() as http:
+    async with TurnoutClient(stack.settings.kafka, reply_topic=reply_topic, reply_partitions=1) as client, aiohttp.ClientSession() as http:
         paths = Paths(client, http, base_url)
         for n in range(args.warmup):
             await paths.direct(f"warm-up {n}")

@@ -28,8 +28,9 @@ arrives, its read timeout bounding the silence between two chunks.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -64,6 +65,18 @@ def httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportEr
     return None
 
 
+@contextlib.contextmanager
+def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
+    """Raise what the block raises as its httpx error (``httpx_error``), or as it is."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = httpx_error(exc, request)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
 class _Body(httpx.AsyncByteStream):
     """An answer already read whole: httpx decodes its ``Content-Encoding`` from here."""
 
@@ -84,14 +97,9 @@ class _StreamedBody(httpx.AsyncByteStream):
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
+        with _as_httpx_errors(self._request):
             async for chunk in self._answer.content.iter_any():
                 yield chunk
-        except Exception as exc:
-            mapped = httpx_error(exc, self._request)
-            if mapped is None:
-                raise
-            raise mapped from exc
 
     async def aclose(self) -> None:
         self._answer.release()
@@ -160,7 +168,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
-        try:
+        with _as_httpx_errors(request):
             target = self._target(request.url)
             answer = await session.request(
                 request.method,
@@ -179,11 +187,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     stream = _Body(await answer.read())
                 finally:
                     answer.release()
-        except Exception as exc:
-            mapped = httpx_error(exc, request)
-            if mapped is None:
-                raise
-            raise mapped from exc
         extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (answer.reason or "").encode()}
         return httpx.Response(answer.status, headers=list(answer.raw_headers), stream=stream, request=request, extensions=extensions)
 

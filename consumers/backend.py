@@ -221,7 +221,7 @@ class HttpChatBackend:
             self.ask_logprobs(body)
         if self.stream or on_text is not None:
             self.ask_stream(body)
-            (answer, ttft_ms), latency_ms = await self._scrubbed(self._streamed(body, request, on_text))
+            answer, ttft_ms, latency_ms = await self._scrubbed(self._streamed(body, request, on_text))
         else:
             answer, latency_ms = await self._exchange(self.endpoint(), body, lambda payload: self.read(payload, request), "completion")
             ttft_ms = None
@@ -277,8 +277,8 @@ class HttpChatBackend:
 
     async def _streamed(
         self, body: dict[str, Any], request: InferenceRequest, on_text: TextSink | None = None
-    ) -> tuple[tuple[Answer, float | None], float]:
-        """A streamed chat call: ``(answer, ttft_ms)`` and the latency to the stream's end.
+    ) -> tuple[Answer, float | None, float]:
+        """A streamed chat call: ``(answer, ttft_ms, latency_ms)``, the latency to the stream's end.
         An error status, or a server that answers one JSON body despite ``stream`` (then
         no time to first token is known), is read whole like an unstreamed answer."""
         started = time.perf_counter()
@@ -293,13 +293,13 @@ class HttpChatBackend:
                 except httpx.RequestError as exc:
                     raise request_failure(exc) from exc
                 answer = self._read_json(response, lambda payload: self.read(payload, request), "completion")
-                return (answer, None), (time.perf_counter() - started) * 1000
+                return answer, None, (time.perf_counter() - started) * 1000
             streamed = await read_stream(response, self.assembler(), started, self.default_provider, on_text)
             latency_ms = (time.perf_counter() - started) * 1000
         finally:
             await response.aclose()
         answer = self._read_body(lambda: self.read(streamed.payload, request), "completion stream")
-        return (answer, streamed.ttft_ms), latency_ms
+        return answer, streamed.ttft_ms, latency_ms
 
     async def _open(self, path: str, body: dict[str, Any]) -> httpx.Response:
         """POST ``body`` as JSON to ``path`` straight to the transport; the answer's body is

@@ -68,7 +68,7 @@ from .deployment import CachedAnswer, Deployment, Metered, Skipped, guarded
 from .flow import backoff_s
 from .structured import InvalidSchema, reask_messages
 
-__all__ = ["CachedAnswer", "DeadLetter", "Deployment", "Outcome", "Publish", "serve"]
+__all__ = ["CachedAnswer", "DeadLetter", "Deployment", "Outcome", "Publish", "serve", "streams"]
 
 MAX_RESPONSE_FLOATS = 200_000
 """Vector values one embedding response may carry: 800 KB of Avro floats, inside the
@@ -157,10 +157,15 @@ def _completion_try(slip: RoutedRequest, request: InferenceRequest, deployment: 
     return lambda budget_s, attempt: guarded(deployment, tokens, budget_s, lambda: _streamed(deployment, request, logprobs, chunks.call(attempt)))
 
 
+def streams(slip: RoutedRequest) -> bool:
+    """Whether ``slip``'s answer goes to its caller in chunks as it is written: asked for
+    (``stream``), and neither a shadow copy (whose answer nobody reads) nor an embedding
+    request (which has no text)."""
+    return slip.request.stream and not slip.shadow and slip.request.input is None
+
+
 def _chunk_stream(slip: RoutedRequest, deployment: Deployment, settings: WorkerSettings, emit: Emit | None) -> ChunkStream | None:
-    """When the caller wants the answer streamed (never for a shadow copy, whose answer
-    nobody reads, nor an embedding request, which has no text)."""
-    if emit is None or not slip.request.stream or slip.shadow or slip.request.input is not None:
+    if emit is None or not streams(slip):
         return None
     return ChunkStream(slip.request, len(slip.attempts), deployment.model_id, settings.stream_chunks, emit)
 

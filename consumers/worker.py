@@ -45,7 +45,7 @@ from .cache import ResponseCache
 from .flow import AnsweredIds
 from .offsets import OffsetTracker
 from .ratelimit import RateLimitConfig, RateLimiter
-from .serving import DeadLetter, Deployment, Outcome, serve
+from .serving import DeadLetter, Deployment, Outcome, serve, streams
 from .structured import StructuredChecker
 
 log = logging.getLogger("turnout.worker")
@@ -189,8 +189,9 @@ class ModelWorker:
             log.info("skipping %s: already answered or being served by this replica", request_id)
             return Outcome()
         self._in_flight.add(request_id)
-        streams = slip.request.stream and not slip.shadow and producer is not None
-        chunks = _ChunkPublisher(producer, self.codec, slip.request.reply_topic or self.settings.topics.responses) if streams else None
+        chunks = None
+        if producer is not None and streams(slip):
+            chunks = _ChunkPublisher(producer, self.codec, slip.request.reply_topic or self.settings.topics.responses)
         try:
             outcome = await serve(slip, deployment, self.settings.topics, self.settings.worker, self.rng, chunks.emit if chunks else None)
             if chunks is not None:

@@ -2,12 +2,11 @@
 ``{"error": {"message", "type", "param", "code"}}``.
 
 The statuses are the ones the OpenAI SDKs turn into their exception classes, so a caller
-catches what it already knows: 400 ``BadRequestError``, 401 ``AuthenticationError``, 403
-``PermissionDeniedError`` (the tenant's policy forbids every deployment that could serve
-the request), 404 ``NotFoundError`` (a model not in the fleet), 429 ``RateLimitError``
-(rate limits, and a spent budget as OpenAI's own ``insufficient_quota``), 502/503
-``InternalServerError`` (the backends failed; no route), 504 (no answer in time). The
-``code`` is Turnout's stable error code where there is one.
+catches what it already knows: 400 ``BadRequestError``, 401 ``AuthenticationError``, 404
+``NotFoundError`` (a model not in the fleet), 504 (no answer in time); an error response
+of the router or a worker gets the status its code has in ``producers.openai_format``
+(the table batch job results use too). The ``code`` is Turnout's stable error code where
+there is one.
 
 The SDKs retry 429 and 5xx on their own; an error that retrying cannot cure (a spent
 budget) carries ``x-should-retry: false``, which they obey.
@@ -15,6 +14,7 @@ budget) carries ``x-should-retry: false``, which they obey.
 
 from __future__ import annotations
 
+from turnout.producers.openai_format import error_body, error_kind
 from turnout.schemas.models import ErrorInfo
 
 
@@ -32,7 +32,7 @@ class ApiError(Exception):
         self.extra_headers: dict[str, str] = {}  # e.g. the routing headers of a refused request
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return error_body(self.message, self.type, self.code, self.param)
 
     def headers(self) -> dict[str, str]:
         return {} if self.retry is None else {"x-should-retry": "true" if self.retry else "false"}
@@ -57,28 +57,12 @@ def unauthenticated(message: str) -> ApiError:
 
 
 def timed_out(timeout_s: float) -> ApiError:
-    return ApiError(504, f"no answer within the gateway's request_timeout_s ({timeout_s:g}s)", type="timeout_error", code="timeout")
-
-
-# Turnout's error codes (ErrorInfo.code) -> status, OpenAI error type, whether a retry may help.
-_TURNOUT_CODES: dict[str, tuple[int, str, bool | None]] = {
-    "invalid_request": (400, "invalid_request_error", False),
-    "no_capable_model": (400, "invalid_request_error", False),
-    "unknown_model": (404, "invalid_request_error", False),
-    "policy_refused": (403, "permission_error", False),
-    "budget_exceeded": (429, "insufficient_quota", False),
-    "rate_limited": (429, "rate_limit_error", None),
-    "no_route": (503, "server_error", False),
-    "deadline_exceeded": (504, "timeout_error", None),
-    "timeout": (504, "timeout_error", None),
-}
-_BACKEND_FAILURE = (502, "server_error", None)  # every other code: the backends failed to answer
+    return from_turnout(ErrorInfo(code="timeout", message=f"no answer within the gateway's request_timeout_s ({timeout_s:g}s)"))
 
 
 def from_turnout(error: ErrorInfo | None) -> ApiError:
     """The HTTP answer for an error response of the router or a worker."""
     if error is None:
         return ApiError(502, "the router answered with an error but said nothing about it", type="server_error")
-    status, kind, retry = _TURNOUT_CODES.get(error.code, _BACKEND_FAILURE)
-    param = "model" if error.code == "unknown_model" else None
-    return ApiError(status, error.message, type=kind, code=error.code, param=param, retry=retry)
+    kind = error_kind(error.code)
+    return ApiError(kind.status, error.message, type=kind.type, code=error.code, param=kind.param, retry=kind.retry)

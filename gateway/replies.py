@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import socket
 
-from turnout.producers.topic_admin import ensure_topic
 from turnout.schemas.settings import Settings
+
+PARTITIONS = 1  # its only reader is this instance
 
 
 def reply_topic(settings: Settings) -> str:
     return settings.gateway.reply_topic(settings.topics, socket.gethostname())
 
 
-async def ensure_reply_topic(settings: Settings, name: str) -> bool:
-    """Create ``name`` unless it exists (one partition: its only reader is this
-    instance); ``True`` when this call created it."""
-    retention_ms = str(int(settings.gateway.reply_retention_s * 1000))
-    return await ensure_topic(settings.kafka, name, partitions=1, configs={"retention.ms": retention_ms})
+def reply_topic_configs(settings: Settings) -> dict[str, str]:
+    """The topic configs it is created with (by the instance's ``TurnoutClient``): records
+    kept ``reply_retention_s``."""
+    return {"retention.ms": str(int(settings.gateway.reply_retention_s * 1000))}

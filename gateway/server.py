@@ -21,15 +21,17 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from turnout.producers.client import ResponseTimeout, TurnoutClient
+from turnout.producers.openai_format import completion_body
 from turnout.producers.streaming import TextDelta
 from turnout.schemas.models import InferenceRequest, InferenceResponse
+from turnout.schemas.policy import TenantPolicy
 from turnout.schemas.settings import Settings
 
-from .errors import ApiError, from_turnout, timed_out, unauthenticated, unknown_model
+from .errors import ApiError, timed_out, unauthenticated, unknown_model
 from .keys import Caller, KeyRing, bearer_token
-from .replies import ensure_reply_topic, reply_topic
+from .replies import PARTITIONS, reply_topic, reply_topic_configs
 from .sse import Item, stream_answer
-from .wire import AUTO, completion, parse_chat, routing_headers, to_request
+from .wire import AUTO, error_answer, parse_chat, routing_headers, to_request
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +47,15 @@ class Gateway:
         self.settings = settings
         self.keys = KeyRing(settings.gateway.keys)
         self.fleet = sorted(settings.fleet)
+        self.policy = settings.policy  # the configured one: what /v1/models lists per tenant
         self.reply_topic = reply_topic(settings)
         self.timeout_s = settings.gateway.request_timeout_s
         self.client: TurnoutClient | None = None
 
     async def start(self) -> None:
-        await ensure_reply_topic(self.settings, self.reply_topic)
-        self.client = TurnoutClient(self.settings.kafka, reply_topic=self.reply_topic)
+        self.client = TurnoutClient(
+            self.settings.kafka, reply_topic=self.reply_topic, reply_partitions=PARTITIONS, reply_configs=reply_topic_configs(self.settings)
+        )
         await self.client.__aenter__()
         log.info("gateway ready: %d API key(s), fleet %s, replies on %s", len(self.keys), ", ".join(self.fleet), self.reply_topic)
 
@@ -122,34 +126,42 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         async with contextlib.aclosing(items):
             return await stream_answer(request, items, request_id=inference.id, headers=headers, include_usage=call.include_usage)
     response = await gateway.answer(inference)
-    headers = routing_headers(response)
     if response.tenant != caller.tenant:  # cannot happen unless something else writes our topic with our ids
         log.error("response %s for tenant %r reached a call of tenant %r: dropped", response.id, response.tenant, caller.tenant)
         raise ApiError(502, "the answer did not belong to this caller", type="server_error")
     if response.status == "error":
-        error = from_turnout(response.error)
-        error.extra_headers = headers
-        raise error
-    return web.json_response(completion(response), headers=headers)
+        raise error_answer(response)
+    return web.json_response(completion_body(response), headers=routing_headers(response))
 
 
-def _models(gateway: Gateway) -> dict[str, dict[str, Any]]:
-    """``auto`` and the fleet's ids, as OpenAI's model objects (owned by their provider)."""
-    fleet = gateway.settings.fleet
-    owners = {AUTO: "turnout", **{model_id: fleet[model_id].provider for model_id in gateway.fleet}}
+def _models(gateway: Gateway, tenant: str) -> dict[str, dict[str, Any]]:
+    """``auto`` and the fleet's ids that ``tenant``'s policy allows, as OpenAI's model
+    objects (owned by their provider)."""
+    fleet, policy = gateway.settings.fleet, gateway.policy.tenant(tenant)
+    allowed = [model_id for model_id in gateway.fleet if _allowed(policy, model_id, fleet[model_id].region)]
+    owners = {AUTO: "turnout", **{model_id: fleet[model_id].provider for model_id in allowed}}
     return {model_id: {"id": model_id, "object": "model", "created": _STARTED, "owned_by": owner} for model_id, owner in owners.items()}
 
 
+def _allowed(policy: TenantPolicy, model_id: str, region: str) -> bool:
+    """Whether the tenant's policy lets ``model_id`` serve it at all: its ``allow_models``,
+    ``deny_models`` and ``regions`` (what depends on the request, such as sensitive data,
+    is the router's to judge)."""
+    listed = policy.allow_models is None or model_id in policy.allow_models
+    return listed and model_id not in policy.deny_models and (policy.regions is None or region in policy.regions)
+
+
 async def list_models(request: web.Request) -> web.Response:
-    return web.json_response({"object": "list", "data": list(_models(request.app[GATEWAY]).values())})
+    models = _models(request.app[GATEWAY], request[CALLER].tenant)
+    return web.json_response({"object": "list", "data": list(models.values())})
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
-    gateway, name = request.app[GATEWAY], request.match_info["model"]
-    model = _models(gateway).get(name)
-    if model is None:
-        raise unknown_model(name, [AUTO, *gateway.fleet])
-    return web.json_response(model)
+    name = request.match_info["model"]
+    models = _models(request.app[GATEWAY], request[CALLER].tenant)
+    if name not in models:
+        raise unknown_model(name, list(models))
+    return web.json_response(models[name])
 
 
 async def health(_request: web.Request) -> web.Response:

@@ -22,11 +22,12 @@ from typing import Any
 
 from aiohttp import web
 
+from turnout.producers.openai_format import completion_chunk, finish_reason, usage_chunk
 from turnout.producers.streaming import TextDelta
 from turnout.schemas.models import InferenceResponse
 
-from .errors import ApiError, from_turnout
-from .wire import completion_chunk, finish_reason, routing_headers, usage_chunk
+from .errors import ApiError
+from .wire import error_answer
 
 Item = TextDelta | InferenceResponse
 
@@ -75,9 +76,7 @@ async def stream_answer(request: web.Request, items: AsyncIterator[Item], *, req
                 await events.text(item)
                 continue
             if item.status == "error":
-                error = from_turnout(item.error)
-                error.extra_headers = routing_headers(item)  # sent when the stream had not begun
-                return await events.fail(error)
+                return await events.fail(error_answer(item))  # its headers are sent when the stream had not begun
             if events.response is None:  # an empty answer: the role chunk alone
                 await events.text(TextDelta("", item.model or ""))
             await events.send(completion_chunk(request_id, events.created, item.model or "", {}, finish_reason(item.finish_reason)))

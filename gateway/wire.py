@@ -1,9 +1,9 @@
 """OpenAI's chat completions JSON in, Turnout's records out, and back.
 
 ``parse_chat`` reads a request body into ``ChatCall`` (what the caller asked) and
-``to_request`` makes the ``InferenceRequest`` the router reads; ``completion`` and
-``routing_headers`` turn the ``InferenceResponse`` into OpenAI's ``chat.completion`` and
-the ``x-turnout-*`` headers (``completion_chunk`` and ``usage_chunk``: a streamed one).
+``to_request`` makes the ``InferenceRequest`` the router reads; ``routing_headers`` turns
+the ``InferenceResponse`` into the ``x-turnout-*`` headers (its body, OpenAI's
+``chat.completion`` or its chunks, is ``producers.openai_format``'s, shared with batch jobs).
 Parameters Turnout cannot honour are refused with a 400 naming them, never dropped in
 silence: a caller that sends ``tools`` and gets plain text back would not know why.
 Parameters that only advise (``seed``, ``store``, ``user``) are accepted; ``user`` and
@@ -22,12 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from turnout.schemas.models import ChatMessage, InferenceRequest, InferenceResponse
 
-from .errors import invalid_request, unknown_model
+from .errors import ApiError, from_turnout, invalid_request, unknown_model
 
 AUTO = "auto"  # the model name that lets the router choose
 _METADATA_PAIRS, _METADATA_KEY_CHARS, _METADATA_VALUE_CHARS = 16, 64, 512  # OpenAI's own limits
-_FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls"}
-_FINISH_ALIASES = {"max_tokens": "length", "MAX_TOKENS": "length", "SAFETY": "content_filter"}
 
 
 class _Strict(BaseModel):
@@ -299,54 +297,6 @@ def to_request(call: ChatCall, tenant: str, timeout_s: float, reply_topic: str) 
     )
 
 
-def completion(response: InferenceResponse) -> dict[str, Any]:
-    """An answered request as OpenAI's ``chat.completion``; ``model`` is the fleet model
-    that answered (a name ``model`` may pin), never ``auto``."""
-    usage = response.usage
-    prompt, answer = (usage.input_tokens, usage.output_tokens) if usage else (0, 0)
-    return {
-        "id": f"chatcmpl-{response.id}",
-        "object": "chat.completion",
-        "created": int(response.created_at.timestamp()),
-        "model": response.model or "",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": response.content or "", "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason(response.finish_reason),
-            }
-        ],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer},
-        "system_fingerprint": None,
-    }
-
-
-def completion_chunk(request_id: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    """One server-sent ``chat.completion.chunk`` of a streamed answer."""
-    return {
-        "id": f"chatcmpl-{request_id}",
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        "system_fingerprint": None,
-    }
-
-
-def usage_chunk(response: InferenceResponse, created: int) -> dict[str, Any]:
-    """The last chunk when the caller asked for ``stream_options.include_usage``: no choices, the usage."""
-    usage = completion(response)["usage"]
-    return {"id": f"chatcmpl-{response.id}", "object": "chat.completion.chunk", "created": created, "model": response.model or "", "choices": [], "usage": usage}
-
-
-def finish_reason(reason: str | None) -> str:
-    """One of OpenAI's finish reasons for what a backend said (Anthropic's and Gemini's included)."""
-    if reason is None:
-        return "stop"
-    return _FINISH_REASONS.get(reason) or _FINISH_ALIASES.get(reason, "stop")
-
-
 def routing_headers(response: InferenceResponse) -> dict[str, str]:
     """How the request was routed, served and paid for, as ``x-turnout-*`` headers (errors too)."""
     routing = response.routing
@@ -366,3 +316,10 @@ def routing_headers(response: InferenceResponse) -> dict[str, str]:
         "x-turnout-latency-ms": f"{response.latency_ms:.1f}",
     }
     return {name: value for name, value in headers.items() if value}
+
+
+def error_answer(response: InferenceResponse) -> ApiError:
+    """An error response as the HTTP error it is answered with, carrying its routing headers."""
+    error = from_turnout(response.error)
+    error.extra_headers = routing_headers(response)
+    return error

@@ -77,11 +77,11 @@ def parse_file(path: Path, job: JobContext) -> list[BatchLine]:
         return list(read_lines(source, job))
 
 
-async def answered_ids(kafka: KafkaSettings, reply_topic: str) -> set[str]:
-    """The request ids with an answer on ``reply_topic``: the record keys (workers key
-    every response by its request id), so nothing needs decoding."""
+async def answered_ids(kafka: KafkaSettings, reply_topic: str, partitions: list[int] | None = None) -> set[str]:
+    """The request ids with an answer on ``reply_topic`` (of ``partitions``, when known):
+    the record keys (workers key every response by its request id), so nothing needs decoding."""
     ids: set[str] = set()
-    async for records in read_to_end(kafka, reply_topic):
+    async for records in read_to_end(kafka, reply_topic, partitions=partitions):
         ids.update(r.key.decode() for r in records if r.key)
     return ids
 
@@ -100,8 +100,8 @@ async def submit(
     published before the first is, ``on_acked(k)`` as they are acknowledged."""
     if manifest is not None:
         write_manifest(manifest, lines)
-    await ensure_topic(kafka, job.reply_topic)
-    answered = await answered_ids(kafka, job.reply_topic)
+    partitions = await ensure_topic(kafka, job.reply_topic)
+    answered = await answered_ids(kafka, job.reply_topic, partitions)
     valid = sum(1 for line in lines if line.request is not None)
     todo = [line.request for line in lines if line.request is not None and line.request_id not in answered]
     report = SubmitReport(job.job_id, job.reply_topic, len(lines), [line for line in lines if line.error is not None], valid - len(todo))

@@ -7,10 +7,12 @@ A line submitted in OpenAI's format is answered in the OpenAI Batch API's output
      "error": null}
 
 An answer that failed (a Turnout error response) has the error's HTTP status and an
-OpenAI error body (``{"error": {"message", "type", "code"}}``); a line that never became a
-request, or has no answer yet, has ``"response": null`` and ``"error": {"code", "message"}``
-(codes ``invalid_line`` and ``no_response``). The completion body carries Turnout's
-routing as an extra ``turnout`` object (route, models, fallback path, cost).
+OpenAI error body (``{"error": {"message", "type", "param", "code"}}``), as the gateway
+answers the same error (``openai_format``); a line that never became a request, or has
+no answer yet, has ``"response": null`` and ``"error": {"code", "message"}`` (codes
+``invalid_line`` and ``no_response``). The completion body is the gateway's
+``chat.completion`` with Turnout's routing as an extra ``turnout`` object (route,
+models, fallback path, cost).
 
 A line in Turnout's format is answered with the whole response record::
 
@@ -26,27 +28,10 @@ from typing import Any
 from turnout.schemas.models import InferenceResponse
 
 from .batch_lines import BatchLine
+from .openai_format import completion_body, error_body, error_kind, usage
 
 INVALID_LINE = "invalid_line"
 NO_RESPONSE = "no_response"
-
-# Turnout's error codes as the HTTP statuses an OpenAI client expects for them.
-_HTTP_STATUS = {
-    "invalid_request": 400,
-    "no_capable_model": 400,
-    "policy_refused": 403,
-    "unknown_model": 404,
-    "budget_exceeded": 429,
-    "rate_limited": 429,
-    "all_backends_failed": 502,
-    "invalid_output": 502,
-    "response_too_large": 502,
-    "deadline_exceeded": 504,
-}
-
-
-def http_status(code: str) -> int:
-    return _HTTP_STATUS.get(code, 500)
 
 
 def result_line(line: BatchLine, response: InferenceResponse | None) -> dict[str, Any]:
@@ -82,43 +67,29 @@ def openai_line(line: BatchLine, response: InferenceResponse | None) -> dict[str
         return out
     if response.status == "error":
         error = line_error(line, response) or {}
-        status = http_status(error.get("code", ""))
-        body: dict[str, Any] = {"error": {"message": error.get("message"), "type": "invalid_request_error" if status < 500 else "server_error", "code": error.get("code")}}
+        kind = error_kind(error.get("code"))
+        status, body = kind.status, error_body(error.get("message", ""), kind.type, error.get("code"), kind.param)
     else:
-        status, body = 200, (embedding_body(response) if response.embeddings else completion_body(response))
+        status, body = 200, (embedding_body(response) if response.embeddings else chat_body(response))
     out["response"] = {"status_code": status, "request_id": line.request_id, "body": body}
     return out
 
 
-def completion_body(response: InferenceResponse) -> dict[str, Any]:
-    """An OpenAI ``chat.completion`` object for an answered chat request."""
-    return {
-        "id": f"chatcmpl-{response.id}",
-        "object": "chat.completion",
-        "created": int(response.created_at.timestamp()),
-        "model": response.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": response.content}, "finish_reason": response.finish_reason, "logprobs": None}],
-        "usage": _usage(response),
-        "turnout": _routing(response),
-    }
+def chat_body(response: InferenceResponse) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` object for an answered chat request, with its routing."""
+    return {**completion_body(response), "turnout": _routing(response)}
 
 
 def embedding_body(response: InferenceResponse) -> dict[str, Any]:
     """An OpenAI embeddings ``list`` object for an answered embedding request."""
-    usage = _usage(response)
+    prompt = usage(response)["prompt_tokens"]
     return {
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(response.embeddings)],
-        "model": response.model,
-        "usage": {"prompt_tokens": usage["prompt_tokens"], "total_tokens": usage["prompt_tokens"]},
+        "model": response.model or "",
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
         "turnout": _routing(response),
     }
-
-
-def _usage(response: InferenceResponse) -> dict[str, int]:
-    prompt = response.usage.input_tokens if response.usage else 0
-    completion = response.usage.output_tokens if response.usage else 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _routing(response: InferenceResponse) -> dict[str, Any]:

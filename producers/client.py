@@ -58,12 +58,23 @@ def new_embedding_request(texts: Iterable[str], tenant: str = "default", **field
 class TurnoutClient:
     """Async client: ``async with TurnoutClient(kafka) as client: await client.request(r)``."""
 
-    def __init__(self, kafka: KafkaSettings, *, reply_topic: str | None = None, codec: AvroCodec | None = None) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        reply_topic: str | None = None,
+        codec: AvroCodec | None = None,
+        reply_partitions: int | None = None,
+        reply_configs: dict[str, str] | None = None,
+    ) -> None:
+        """``reply_topic`` is created unless it exists, with ``reply_partitions`` (default:
+        the installation's) and the topic ``reply_configs`` (e.g. ``retention.ms``)."""
         self.kafka = kafka
         self.codec = codec or codec_for(kafka)
         self.publisher = RequestPublisher(kafka, codec=self.codec)
         self.topics = self.publisher.topics
         self.reply_topic = reply_topic or self.topics.responses
+        self._reply_partitions, self._reply_configs = reply_partitions, reply_configs
         self._correlator = Correlator()
         self._streams = ReplyStreams()
         self._readers: dict[str, tuple[AIOKafkaConsumer, asyncio.Task]] = {}  # reply topic -> its reader
@@ -85,8 +96,9 @@ class TurnoutClient:
         every client sees every response on the topics it reads."""
         if topic in self._readers:
             return
-        if topic != self.topics.responses:
-            await ensure_topic(self.kafka, topic)  # partitions known now, none assigned late
+        if topic != self.topics.responses:  # partitions known now, none assigned late
+            own = topic == self.reply_topic  # a request's own reply topic gets the installation's defaults
+            await ensure_topic(self.kafka, topic, partitions=self._reply_partitions if own else None, configs=self._reply_configs if own else None)
         consumer = AIOKafkaConsumer(topic, **{**consumer_options(self.kafka, "client", None), "auto_offset_reset": "latest"})
         await consumer.start()
         await consumer.seek_to_end()
@@ -107,11 +119,18 @@ class TurnoutClient:
         Each id is registered for correlation before it is sent, so a response that
         arrives at once is not missed: collect them with ``gather``.
         """
+        return await self._publish(requests, expect=True)
+
+    async def _publish(self, requests: Iterable[InferenceRequest], *, expect: bool) -> list[str]:
+        """Publish ``requests`` addressed to their reply topics, read from now on; with
+        ``expect``, their ids are registered for correlation first (``stream`` follows
+        its request's replies itself and registers nothing)."""
         addressed = [self._addressed(request) for request in requests]
         for topic in dict.fromkeys(request.reply_topic or self.topics.responses for request in addressed):
             await self._read(topic)
-        for request in addressed:
-            self._correlator.expect(request.id)
+        if expect:
+            for request in addressed:
+                self._correlator.expect(request.id)
         return await self.publisher.publish(addressed)
 
     async def submit(self, request: InferenceRequest, timeout_s: float = 60.0) -> PendingResponse:
@@ -138,13 +157,10 @@ class TurnoutClient:
         that may stop early should run in ``contextlib.aclosing(client.stream(...))``, so
         that the client stops following the request at once."""
         request = request.model_copy(update={"stream": True})
-        try:
-            with self._streams.open(request.id) as replies:
-                await self.publish([request])
-                async for item in follow(request.id, replies, timeout_s):
-                    yield item
-        finally:
-            self._correlator.forget([request.id])
+        with self._streams.open(request.id) as replies:
+            await self._publish([request], expect=False)
+            async for item in follow(request.id, replies, timeout_s):
+                yield item
 
     def forget(self, request_ids: Iterable[str]) -> None:
         """Stop waiting for ``request_ids`` (their caller gave up: a timeout, a closed HTTP

@@ -29,7 +29,8 @@ model that answers the same way (temperature 0, the simulator) thus reads as one
 uninterrupted stream.
 
 The reply topic carries two record types, so readers dispatch on the writer schema's
-name (``read_reply``) rather than decoding every record as a response.
+name (``read_reply``, through ``AvroCodec.decode_as``) rather than decoding every record
+as a response.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from turnout.schemas.models import InferenceResponse, ResponseChunk
-from turnout.schemas.serde import AvroCodec, DecodeError
+from turnout.schemas.serde import AvroCodec
 
 from .correlation import ResponseTimeout
 
@@ -64,11 +65,7 @@ def read_reply(codec: AvroCodec, data: bytes) -> Reply:
     """A record of a reply topic as what its writer wrote: a chunk or a response.
     ``DecodeError`` for anything else (another writer's record), never a chunk misread
     as a response."""
-    schema, _ = codec.writer_schema(data)
-    model = _REPLY_RECORDS.get(schema.get("name", ""))
-    if model is None:
-        raise DecodeError(f"a {schema.get('name', 'nameless record')} is not a reply (expected {' or '.join(_REPLY_RECORDS)})")
-    return codec.decode(data, model)
+    return codec.decode_as(data, _REPLY_RECORDS)
 
 
 def reply_id(reply: Reply) -> str:

@@ -39,9 +39,13 @@ async def _from_beginning(kafka: KafkaSettings, topic: str, partitions: list[int
         await consumer.stop()
 
 
-async def read_to_end(kafka: KafkaSettings, topic: str, *, timeout_s: float = 120.0) -> AsyncIterator[list[ConsumerRecord]]:
-    """Batches of ``topic``'s records up to its end; nothing when the topic does not exist."""
-    partitions = await partitions_of(kafka, topic)
+async def read_to_end(
+    kafka: KafkaSettings, topic: str, *, partitions: list[int] | None = None, timeout_s: float = 120.0
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """Batches of ``topic``'s records up to its end; nothing when the topic does not exist.
+    ``partitions``: its partition numbers, when the caller knows them already."""
+    if partitions is None:
+        partitions = await partitions_of(kafka, topic)
     if not partitions:
         return
     async with _from_beginning(kafka, topic, partitions) as (consumer, tps):

@@ -6,10 +6,15 @@ workers, the sink and the client SDK must all agree on them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError, for_code
+from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from .settings import KafkaSettings
 
@@ -22,8 +27,9 @@ DLQ_OFFSET = "turnout.error.offset"
 
 
 def client_options(kafka: KafkaSettings, role: str) -> dict[str, Any]:
-    """Options shared by aiokafka producers, consumers and admin clients."""
-    return {"bootstrap_servers": kafka.bootstrap_servers, "client_id": f"{kafka.client_id}-{role}"}
+    """Options shared by aiokafka producers, consumers and admin clients: where the
+    brokers are, who is asking, and TLS and SASL when ``[kafka.security]`` asks for them."""
+    return {"bootstrap_servers": kafka.bootstrap_servers, "client_id": f"{kafka.client_id}-{role}", **kafka.security.aiokafka_options()}
 
 
 def consumer_options(kafka: KafkaSettings, role: str, group_id: str | None) -> dict[str, Any]:
@@ -44,9 +50,61 @@ def consumer_options(kafka: KafkaSettings, role: str, group_id: str | None) -> d
 
 
 def producer_options(kafka: KafkaSettings, role: str) -> dict[str, Any]:
-    # acks=all and no idempotence: Tansu does not implement InitProducerId, so Turnout
-    # is at-least-once and every consumer deduplicates by request id.
-    return {**client_options(kafka, role), "acks": "all", "linger_ms": 5, "compression_type": None if kafka.compression_type == "none" else kafka.compression_type}
+    """acks=all, and idempotent where the broker allows it (``kafka.idempotence``): a
+    producer's retry after a lost acknowledgement then never writes a record twice.
+    Turnout stays at-least-once across process crashes either way, and every consumer
+    deduplicates by request id."""
+    return {
+        **client_options(kafka, role),
+        "acks": "all",
+        "enable_idempotence": idempotent_producers(kafka),
+        "linger_ms": 5,
+        "compression_type": None if kafka.compression_type == "none" else kafka.compression_type,
+    }
+
+
+_GRANTED: dict[str, bool] = {}
+
+
+def idempotent_producers(kafka: KafkaSettings) -> bool:
+    """``kafka.idempotence``, with ``auto`` settled by asking the brokers once per process
+    and bootstrap list. Tansu lists InitProducerId among its APIs but answers it with an
+    error, so only a granted producer id counts; a broker that cannot be reached yet
+    counts as not granting one, and is asked again by the next producer."""
+    if kafka.idempotence != "auto":
+        return kafka.idempotence == "on"
+    if kafka.bootstrap_servers not in _GRANTED:
+        with ThreadPoolExecutor(1) as pool:  # callable from inside a running event loop
+            granted = pool.submit(asyncio.run, _broker_grants_producer_id(kafka)).result()
+        if granted is None:
+            return False
+        _GRANTED[kafka.bootstrap_servers] = granted
+    return _GRANTED[kafka.bootstrap_servers]
+
+
+async def _broker_grants_producer_id(kafka: KafkaSettings, patience_s: float = 20.0) -> bool | None:
+    """True or False as a broker answers InitProducerId; None when none could be asked.
+    A retriable refusal (a fresh cluster still loading its transaction coordinator) is
+    asked again for up to ``patience_s``."""
+    client = AIOKafkaClient(**client_options(kafka, "probe"), request_timeout_ms=5_000)
+    deadline = asyncio.get_running_loop().time() + patience_s
+    try:
+        await client.bootstrap()
+        brokers = client.cluster.brokers()
+        if not brokers:
+            return None
+        node = next(iter(brokers)).nodeId
+        while True:
+            response = await client.send(node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000))
+            if response.error_code == 0:
+                return True
+            if not for_code(response.error_code).retriable or asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.2)
+    except (KafkaError, OSError, asyncio.TimeoutError):
+        return None
+    finally:
+        await client.close()
 
 
 async def start_producer(producer: AIOKafkaProducer, topics: Iterable[str]) -> None:
@@ -62,6 +120,23 @@ async def start_producer(producer: AIOKafkaProducer, topics: Iterable[str]) -> N
     to the set as they come."""
     await producer.start()
     await producer.client.set_topics(sorted(set(topics)))
+
+
+async def partitions_of(kafka: KafkaSettings, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic`` (none when it does not exist), for a consumer that
+    assigns itself a whole topic.
+
+    Why not the consumer's own ``partitions_for_topic``: aiokafka bootstraps with a
+    metadata request for no topic, which Apache Kafka answers with no topic at all (Tansu
+    answers with every topic), so a consumer that subscribes to nothing knows no
+    partitions; ``consumer.topics()`` fetches them but keeps only the names."""
+    client = AIOKafkaClient(**client_options(kafka, "metadata"))
+    await client.bootstrap()
+    try:
+        metadata = await client.fetch_all_metadata()
+        return [TopicPartition(topic, partition) for partition in sorted(metadata.partitions_for_topic(topic) or ())]
+    finally:
+        await client.close()
 
 
 def dlq_headers(reason: str, stage: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:

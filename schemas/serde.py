@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -72,6 +73,17 @@ class AvroCodec:
         """Decode ``data`` into ``model``; raise ``DecodeError`` saying what is wrong."""
         return validate(model, self.decode_datum(data, self.reader_schema(model)))
 
+    def decode_as(self, data: bytes, models_by_name: Mapping[str, type[T]]) -> T:
+        """Decode ``data`` into the model its writer schema names (``models_by_name`` maps
+        Avro full names to models), for a topic that carries several record types: the
+        framing is resolved once. ``DecodeError`` when the writer wrote none of them."""
+        writer_schema, offset = self._framing(data)
+        name = writer_schema.get("name", "")
+        model = models_by_name.get(name)
+        if model is None:
+            raise DecodeError(f"a {name or 'nameless record'} is not one of the records read here ({' or '.join(models_by_name)})")
+        return validate(model, self._body(data, offset, writer_schema, self.reader_schema(model)))
+
     def reader_schema(self, model: type[AvroRecord]) -> dict[str, Any]:
         """The parsed schema ``model`` is read with: for callers that take the decoded
         datum as it is (``decode_datum``) rather than a validated model."""
@@ -83,9 +95,16 @@ class AvroCodec:
         return self._catalog.registry_json(model.avro_name)
 
     def decode_datum(self, data: bytes, reader_schema: dict[str, Any]) -> dict[str, Any]:
+        writer_schema, offset = self._framing(data)
+        return self._body(data, offset, writer_schema, reader_schema)
+
+    def _framing(self, data: bytes) -> tuple[dict[str, Any], int]:
         if not data:
             raise DecodeError("empty message: expected Avro with a Confluent or single-object header")
-        writer_schema, offset = self.writer_schema(data)
+        return self.writer_schema(data)
+
+    @staticmethod
+    def _body(data: bytes, offset: int, writer_schema: dict[str, Any], reader_schema: dict[str, Any]) -> dict[str, Any]:
         try:
             return schemaless_reader(io.BytesIO(data[offset:]), writer_schema, reader_schema)
         except Exception as exc:  # fastavro raises several types for corrupt or incompatible bodies

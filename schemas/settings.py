@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .fleet import ModelDeployment
 from .gateway_config import GatewaySettings
+from .kafka_security import KafkaSecurity
 from .policy import Policy, Route, RouteMatch, TenantPolicy, TokenRange
 from .section import Section
 from .worker_config import BreakerConfig, CacheConfig, StreamChunkConfig, StructuredConfig
@@ -61,6 +62,11 @@ class KafkaSettings(Section):
         default="lz4",
         description="producer batch compression; lz4 spends far less CPU than gzip (the ceiling of bench-stream rose from 23k to 30k msg/s), at a lower ratio",
     )
+    idempotence: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="idempotent producers, so a producer's own retries never write a record twice; auto asks the broker once per process and uses them where it grants a producer id (Apache Kafka does, Tansu does not)",
+    )
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity, description="TLS and SASL for every Kafka client")
 
     @model_validator(mode="after")
     def _heartbeat_within_session(self) -> KafkaSettings:

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 
 from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options, start_producer
+from turnout.schemas.kafka_security import KafkaSecurity
 from turnout.schemas.models import RoutingEvent, utcnow
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
@@ -68,6 +69,21 @@ class RouterState:
         )
 
 
+def faust_credentials(security: KafkaSecurity) -> faust.types.auth.CredentialsT | None:
+    """``[kafka.security]`` as faust takes it, for its own consumer, producer and topic admin."""
+    if security.uses_sasl:
+        assert security.password is not None
+        return faust.SASLCredentials(
+            username=security.username,
+            password=security.password.get_secret_value(),
+            ssl_context=security.ssl_context(),
+            mechanism=security.sasl_mechanism,
+        )
+    if security.uses_tls:
+        return faust.SSLCredentials(security.ssl_context())
+    return None
+
+
 def create_app(settings: Settings) -> faust.App:
     kafka = settings.kafka
     app = RouterApp(
@@ -75,6 +91,7 @@ def create_app(settings: Settings) -> faust.App:
         fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
         broker_client_id=f"{kafka.client_id}-router",
+        broker_credentials=faust_credentials(kafka.security),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=kafka.partitions,

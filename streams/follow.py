@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from turnout.schemas.kafka import consumer_options
+from turnout.schemas.kafka import consumer_options, partitions_of
 from turnout.schemas.settings import Settings
 
 
@@ -21,8 +21,7 @@ async def follow(settings: Settings, topic: str, role: str, apply: Callable[[byt
     try:
         partitions: list[TopicPartition] = []
         while not partitions:  # the topic may be created by another process a moment later
-            await consumer.topics()
-            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+            partitions = await partitions_of(settings.kafka, topic)
             if not partitions:
                 await asyncio.sleep(0.5)
         consumer.assign(partitions)

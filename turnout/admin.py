@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
 
+from turnout.producers.topic_admin import admin_client, create_missing
 from turnout.schemas.kafka import client_options
 from turnout.schemas.settings import Settings
 
@@ -26,28 +27,17 @@ async def create_topics(settings: Settings) -> list[str]:
     """Create the missing topics; return the names created (existing ones are left alone)."""
     kafka = settings.kafka
     single = settings.topics.single_partition()
-    admin = AIOKafkaAdminClient(**client_options(kafka, "admin"))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [name for name in settings.required_topics() if name not in existing]
-        if missing:
-            new = [
-                NewTopic(
-                    name,
-                    num_partitions=1 if name in single else kafka.partitions,
-                    replication_factor=kafka.replication_factor,
-                    topic_configs=topic_configs(settings, name),
-                )
-                for name in missing
-            ]
-            try:
-                await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another process created them between our listing and our request
-        return missing
-    finally:
-        await admin.close()
+    topics = [
+        NewTopic(
+            name,
+            num_partitions=1 if name in single else kafka.partitions,
+            replication_factor=kafka.replication_factor,
+            topic_configs=topic_configs(settings, name),
+        )
+        for name in settings.required_topics()
+    ]
+    async with admin_client(kafka) as admin:
+        return await create_missing(admin, topics)
 
 
 async def wait_for_groups(settings: Settings, group_ids: list[str], timeout_s: float) -> None:
@@ -60,7 +50,11 @@ async def wait_for_groups(settings: Settings, group_ids: list[str], timeout_s: f
         pending = set(group_ids)
         while pending:
             for group in sorted(pending):  # one per request: Tansu 0.6 garbles a multi-group answer
-                for response in await admin.describe_consumer_groups([group]):
+                try:
+                    responses = await admin.describe_consumer_groups([group])
+                except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+                    continue  # Apache Kafka creates __consumer_offsets on the first group's request
+                for response in responses:
                     for _error, group_id, state, _ptype, _protocol, members, *_ in response.groups:
                         if state == "Stable" and members:
                             pending.discard(group_id)

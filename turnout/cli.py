@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import tempfile
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,13 +177,7 @@ def report(config: str | None, as_json: bool) -> None:
 
     from .render import print_report
 
-    settings = _settings(config)
-    with _open_store(settings) as client:
-        tables = build_report(client, settings.clickhouse.database)
-    if as_json:
-        click.echo(json.dumps({t.title: t.as_dicts() for t in tables}, default=str, indent=2))
-    else:
-        print_report(console, tables)
+    _answer(config, as_json, lambda client, db, _: build_report(client, db), show=print_report)
 
 
 @contextlib.contextmanager
@@ -222,8 +216,9 @@ def analytics_group() -> None:
     """Spend, savings, latency and quality from the routing events (SQL in analytics/queries/)."""
 
 
-def _answer(config: str | None, as_json: bool, ask) -> None:
-    """Open the store, ask one question (``ask(client, database, settings)`` returns tables), show the answer."""
+def _answer(config: str | None, as_json: bool, ask, show=None) -> None:
+    """Open the store, ask one question (``ask(client, database, settings)`` returns tables),
+    show the answer: as JSON, or with ``show(console, tables)`` (default: every table as it is)."""
     from .render import print_tables
 
     settings = _settings(config)
@@ -232,7 +227,7 @@ def _answer(config: str | None, as_json: bool, ask) -> None:
     if as_json:
         click.echo(json.dumps({t.title: t.as_dicts() for t in tables}, default=str, indent=2))
     else:
-        print_tables(console, tables)
+        (show or print_tables)(console, tables)
 
 
 @analytics_group.command("spend")
@@ -438,22 +433,20 @@ def grafana_export(config: str | None, out_dir: str) -> None:
         console.print(f"wrote {path}")
 
 
+KAFKA_CHOICE = click.Choice(["tansu", "apache", "apache-cluster"])
+
+
 @cli.command()
 @config_option
 @click.option("--workdir", type=click.Path(file_okay=False), default=".turnout/dev", show_default=True)
-def dev(config: str | None, workdir: str) -> None:
-    """Run the whole stack embedded (Tansu broker, chDB, simulator, router, workers, sink) until Ctrl-C."""
+@click.option("--kafka", type=KAFKA_CHOICE, default="tansu", show_default=True, envvar="TURNOUT_DEV_KAFKA",
+              help="the broker: embedded Tansu, one Apache Kafka node, or three (jars fetched with Maven on first use)")
+def dev(config: str | None, workdir: str, kafka: str) -> None:
+    """Run the whole stack embedded (broker, chDB, simulator, router, workers, sink) until Ctrl-C."""
     from .stack import DevStack
 
-    stack = DevStack(Path(config or DEFAULT_CONFIG), Path(workdir))
-    stopping = False
-
-    def on_signal(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stack = DevStack(Path(config or DEFAULT_CONFIG), Path(workdir), kafka=kafka)
+    stopping = _stop_on_signal()
     try:
         settings = stack.start()
         console.print(f"[bold]Turnout dev stack[/] broker [cyan]{settings.kafka.bootstrap_servers}[/]  "
@@ -461,14 +454,51 @@ def dev(config: str | None, workdir: str) -> None:
         if stack.local_model_note:
             console.print(stack.local_model_note)
         console.print(f"point clients at it with TURNOUT_KAFKA__BOOTSTRAP_SERVERS={settings.kafka.bootstrap_servers}; Ctrl-C stops")
-        while not stopping:
+        while not stopping.is_set():
             dead = stack.dead_children()
             if dead:
                 raise click.ClickException(f"{dead[0].name} exited with code {dead[0].process.returncode}; see {dead[0].log_path}")
-            time.sleep(0.5)
+            stopping.wait(0.5)
     finally:
         console.print("stopping …")
         stack.stop()
+
+
+def _stop_on_signal() -> threading.Event:
+    """An event set by Ctrl-C or SIGTERM, for commands that run until asked to stop."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    return stopping
+
+
+@cli.command("apache-kafka")
+@click.option("--brokers", type=click.IntRange(1, 5), default=1, show_default=True, help="KRaft nodes, each a controller and a broker")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None, help="keep the nodes' data and logs here (default: a temporary directory)")
+@click.option("--fetch-only", is_flag=True, help="fetch the jars with Maven and exit")
+def apache_kafka(brokers: int, workdir: str | None, fetch_only: bool) -> None:
+    """Run Apache Kafka on local ports until Ctrl-C: jars from Maven Central, no Docker."""
+    from .apache_kafka import KAFKA_VERSION, ApacheKafkaCluster, ApacheKafkaUnavailable, fetch_jars
+
+    try:
+        libs = fetch_jars()
+        if fetch_only:
+            console.print(f"Apache Kafka {KAFKA_VERSION} jars in {libs}")
+            return
+        cluster = ApacheKafkaCluster(brokers=brokers, workdir=Path(workdir) if workdir else None).start()
+    except ApacheKafkaUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    stopping = _stop_on_signal()
+    try:
+        console.print(f"[bold]Apache Kafka {KAFKA_VERSION}[/], {brokers} KRaft node(s), logs in {cluster.workdir}")
+        console.print(f"TURNOUT_KAFKA__BOOTSTRAP_SERVERS={cluster.bootstrap_servers}; Ctrl-C stops")
+        while not stopping.is_set():
+            down = [node.node_id for node in cluster.nodes if not node.alive()]
+            if down:
+                raise click.ClickException(f"node {down[0]} exited; see {cluster.node(down[0]).log_path}")
+            stopping.wait(0.5)
+    finally:
+        cluster.stop()
 
 
 @cli.command()

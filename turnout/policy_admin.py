@@ -10,9 +10,9 @@ from __future__ import annotations
 import getpass
 from datetime import datetime, timezone
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from turnout.schemas.kafka import consumer_options, producer_options
+from turnout.schemas.kafka import consumer_options, partitions_of, producer_options
 from turnout.schemas.policy import ACTIVE_KEY, ActivePointer, Policy, PolicyLog
 from turnout.schemas.settings import Settings
 
@@ -30,8 +30,7 @@ async def read_log(settings: Settings) -> PolicyLog:
     await consumer.start()
     log = PolicyLog()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = await partitions_of(settings.kafka, topic)
         if not partitions:
             raise PolicyError(f"topic {topic} does not exist: run `turnout topics create` first")
         consumer.assign(partitions)

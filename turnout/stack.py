@@ -26,7 +26,22 @@ from turnout.streams.app import requests_group
 
 from . import local_model
 from .admin import create_topics, wait_for_groups
+from .apache_kafka import ApacheKafkaCluster
 from .embedded import EmbeddedBroker, die_with_parent, free_port, wait_for_port
+
+KAFKA_KINDS = ("tansu", "apache", "apache-cluster")
+KAFKA_ENV = "TURNOUT_DEV_KAFKA"
+
+
+def start_broker(kind: str, logs: Path) -> EmbeddedBroker | ApacheKafkaCluster:
+    """The stack's broker: ``tansu`` (embedded, in memory, the default), ``apache`` (one
+    Apache Kafka KRaft node) or ``apache-cluster`` (three, every topic replicated three
+    times). Apache Kafka's jars are fetched with Maven on first use."""
+    if kind == "tansu":
+        return EmbeddedBroker(log_path=logs / "broker.log").start()
+    if kind in ("apache", "apache-cluster"):
+        return ApacheKafkaCluster(brokers=3 if kind == "apache-cluster" else 1, workdir=logs.parent / "kafka").start()
+    raise ValueError(f"unknown Kafka {kind!r}: choose one of {', '.join(KAFKA_KINDS)}")
 
 
 @contextmanager
@@ -61,7 +76,9 @@ class DevStack:
     workdir: Path
     clickhouse_dsn: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
-    broker: EmbeddedBroker | None = None
+    kafka: str = field(default_factory=lambda: os.environ.get(KAFKA_ENV, "tansu"))
+    bootstrap_servers: str | None = None  # a broker started elsewhere: then ``kafka`` is not started
+    broker: EmbeddedBroker | ApacheKafkaCluster | None = None
     children: list[Child] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     settings: Settings | None = None
@@ -74,11 +91,14 @@ class DevStack:
 
     def start(self) -> Settings:
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.broker = EmbeddedBroker(log_path=self.logs / "broker.log").start()
+        if self.bootstrap_servers is None:
+            self.broker = start_broker(self.kafka, self.logs)
         simulator_port = free_port()
+        replicated = {"TURNOUT_KAFKA__REPLICATION_FACTOR": "3"} if self.broker and self.kafka == "apache-cluster" else {}
         self.env = {
             "TURNOUT_CONFIG": str(self.config_path.resolve()),
-            "TURNOUT_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
+            "TURNOUT_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers or self.broker.bootstrap_servers,
+            **replicated,
             "TURNOUT_SIMULATOR__PORT": str(simulator_port),
             "TURNOUT_SIMULATOR__URL": f"http://127.0.0.1:{simulator_port}/v1",
             "TURNOUT_CLICKHOUSE__DSN": self.clickhouse_dsn or f"chdb://{(self.workdir / 'chdb').resolve()}",

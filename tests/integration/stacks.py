@@ -17,13 +17,14 @@ from turnout.stack import DevStack
 
 
 @contextlib.contextmanager
-def running_stack(config: Path | str, workdir: Path, *, log_lines: int = 30) -> Iterator[DevStack]:
-    """The whole embedded stack on ``config``: a TOML file, or TOML text (written into ``workdir``)."""
+def running_stack(config: Path | str, workdir: Path, *, log_lines: int = 30, **options: object) -> Iterator[DevStack]:
+    """The whole embedded stack on ``config``: a TOML file, or TOML text (written into
+    ``workdir``); ``options`` go to ``DevStack`` (``bootstrap_servers``, ``extra_env``)."""
     if isinstance(config, str):
         path = workdir / "config.toml"
         path.write_text(config)
         config = path
-    stack = DevStack(config, workdir)
+    stack = DevStack(config, workdir, **options)
     stack.start()
     try:
         yield stack

@@ -170,11 +170,13 @@ def test_a_refused_stream_is_a_plain_http_error(base_url: str) -> None:
         ask(base_url, "hello", key=new_key(), stream=True)
 
 
-def test_models_lists_auto_and_the_fleet(base_url: str) -> None:
-    assert [model.id for model in client(base_url).models.list()] == ["auto", "medium", "small", "stuck"]
+def test_models_lists_auto_and_the_fleet_models_the_tenant_may_use(base_url: str) -> None:
+    assert [model.id for model in client(base_url, KEY_BETA).models.list()] == ["auto", "medium", "small", "stuck"]
+    assert [model.id for model in client(base_url).models.list()] == ["auto", "small", "stuck"]  # acme's policy denies medium
     assert client(base_url).models.retrieve("small").owned_by == "simulated"
-    with pytest.raises(openai.NotFoundError):
-        client(base_url).models.retrieve("gpt-4o")
+    for unknown in ("gpt-4o", "medium"):
+        with pytest.raises(openai.NotFoundError):
+            client(base_url).models.retrieve(unknown)
     assert httpx.get(base_url.removesuffix("/v1") + "/health").json() == {"status": "ok"}  # no key needed
 
 

@@ -42,7 +42,7 @@ from turnout.schemas.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 DEV_TOML = Path(turnout.__file__).with_name("defaults") / "dev.toml"
 AVRO_DIR = REPO / "schemas" / "avro"
-ARCHITECTURE_FOLDERS = ("schemas", "streams", "consumers", "producers", "analytics")
+ARCHITECTURE_FOLDERS = ("schemas", "streams", "consumers", "producers", "analytics", "gateway")
 
 # A fixed, millisecond-precise instant: what Avro timestamp-millis round-trips exactly.
 T0 = datetime(2025, 3, 14, 15, 9, 26, 535000, tzinfo=timezone.utc)

@@ -8,9 +8,13 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
+from turnout.gateway.errors import from_turnout
 from turnout.producers.batch_job import load_manifest, write_manifest
 from turnout.producers.batch_lines import BatchLine, JobContext, parse_line
 from turnout.producers.batch_output import result_line
+from turnout.producers.openai_format import completion_body
 from turnout.schemas.models import ErrorInfo, InferenceResponse, RoutingMeta, Usage
 from turnout.schemas.topics import Topics
 
@@ -41,9 +45,10 @@ def test_an_answered_openai_line_is_a_chat_completion() -> None:
     assert out["response"]["status_code"] == 200 and out["response"]["request_id"] == source.request_id
     body = out["response"]["body"]
     assert body["object"] == "chat.completion" and body["model"] == "small" and body["created"] == 1767312000
-    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop", "logprobs": None}]
+    assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello!", "refusal": None}, "finish_reason": "stop", "logprobs": None}]
     assert body["usage"] == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
     assert body["turnout"]["route"] == "default" and body["turnout"]["cost_usd"] == 0.25
+    assert {k: v for k, v in body.items() if k != "turnout"} == completion_body(ok(source.request_id)), "the gateway's chat.completion"
     json.dumps(out)  # writable as it is
 
 
@@ -52,9 +57,21 @@ def test_a_failed_openai_line_has_the_errors_http_status_and_an_openai_error_bod
     out = result_line(source, failed(source.request_id, "deadline_exceeded"))
     assert out["error"] is None
     assert out["response"]["status_code"] == 504
-    assert out["response"]["body"] == {"error": {"message": "deadline_exceeded happened", "type": "server_error", "code": "deadline_exceeded"}}
+    assert out["response"]["body"] == {"error": {"message": "deadline_exceeded happened", "type": "timeout_error", "param": None, "code": "deadline_exceeded"}}
     refused = result_line(source, failed(source.request_id, "policy_refused"))["response"]
-    assert refused["status_code"] == 403 and refused["body"]["error"]["type"] == "invalid_request_error"
+    assert refused["status_code"] == 403 and refused["body"]["error"]["type"] == "permission_error"
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["invalid_request", "no_capable_model", "unknown_model", "policy_refused", "budget_exceeded", "rate_limited", "no_route",
+     "deadline_exceeded", "all_backends_failed", "invalid_output", "response_too_large", "something_new"],
+)  # fmt: skip
+def test_a_failed_line_has_the_status_and_body_the_gateway_answers_the_same_error_with(code: str) -> None:
+    source = line(CHAT)
+    response = result_line(source, failed(source.request_id, code))["response"]
+    gateway = from_turnout(ErrorInfo(code=code, message=f"{code} happened"))
+    assert (response["status_code"], response["body"]) == (gateway.status, gateway.body())
 
 
 def test_an_embedding_answer_is_an_embeddings_list() -> None:

@@ -305,11 +305,25 @@ def test_service_command_is_a_real_turnout_command(service: str, args: list[str]
     result = CliRunner().invoke(cli, [*args, "--help"])
     assert result.exit_code == 0, f"{service}: `turnout {' '.join(args)} --help` failed:\n{result.output}"
     command, path, rest = resolve_command(args)
-    assert path and not isinstance(command, click.Group), f"{service}: `turnout {' '.join(args)}` is not a leaf command"
-    command.make_context(" ".join(path), rest)  # the options parse and convert (e.g. --port is an int)
+    assert path and runs_itself(command), f"{service}: `turnout {' '.join(args)}` is not a leaf command, nor a group that runs without one"
+    ctx = command.make_context(" ".join(path), rest)  # the options parse and convert (e.g. --port is an int)
+    leftover = [*getattr(ctx, "_protected_args", []), *ctx.args]
+    assert not isinstance(command, click.Group) or not leftover, f"{service}: {leftover} would be taken for a subcommand of `turnout {' '.join(path)}`"
     model = option_value(args, "--model")
     if model is not None:
         assert model in fleet_ids()
+
+
+def runs_itself(command: click.Command) -> bool:
+    """A leaf command, or a group that does its own work when no subcommand is given
+    (``turnout gateway`` serves; ``turnout gateway key create`` makes a key)."""
+    return not isinstance(command, click.Group) or command.invoke_without_command
+
+
+def test_a_group_counts_as_a_service_command_only_when_it_runs_without_a_subcommand() -> None:
+    assert runs_itself(resolve_command(["gateway", "--port", "8000"])[0])
+    assert not runs_itself(resolve_command(["topics"])[0])
+    assert not runs_itself(resolve_command(["gateway", "key"])[0])
 
 
 def test_non_settings_variables_are_read_by_the_code() -> None:

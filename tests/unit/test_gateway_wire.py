@@ -1,6 +1,7 @@
 """gateway/wire.py and gateway/errors.py: OpenAI's request JSON into an InferenceRequest,
-the response back into a chat.completion and x-turnout-* headers, and every error with
-the status the OpenAI SDK maps to the right exception class."""
+the response's routing into x-turnout-* headers, and every error with the status the
+OpenAI SDK maps to the right exception class (the body formats themselves:
+test_openai_format.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from test_openai_format import answered
 
-from turnout.gateway.errors import ApiError, from_turnout
-from turnout.gateway.wire import completion, completion_chunk, finish_reason, parse_chat, routing_headers, to_request, usage_chunk
-from turnout.schemas.models import ErrorInfo, InferenceResponse, RoutingMeta, Usage
+from turnout.gateway.errors import ApiError, from_turnout, timed_out
+from turnout.gateway.wire import error_answer, parse_chat, routing_headers, to_request
+from turnout.schemas.models import ErrorInfo
 
 FLEET = ["medium", "small"]
 
@@ -124,60 +126,6 @@ def test_stream_and_its_usage_option_are_read() -> None:
     assert (plain.stream, plain.include_usage) == (False, False)
 
 
-def answered(**fields: object) -> InferenceResponse:
-    defaults = dict(
-        id="abc",
-        tenant="acme",
-        status="ok",
-        model="small",
-        provider="simulated",
-        content="hello",
-        finish_reason="stop",
-        usage=Usage(input_tokens=7, output_tokens=3),
-        cost_usd=0.0000123,
-        created_at=datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc),
-        routing=RoutingMeta(route="default", selected_model="small", task_type="chat", fallback_path=["flaky", "small"], policy_version="v3"),
-    )
-    return InferenceResponse(**{**defaults, **fields})
-
-
-def test_an_answer_is_a_chat_completion() -> None:
-    assert completion(answered()) == {
-        "id": "chatcmpl-abc",
-        "object": "chat.completion",
-        "created": int(datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc).timestamp()),
-        "model": "small",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello", "refusal": None}, "logprobs": None, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-        "system_fingerprint": None,
-    }
-
-
-def test_a_streamed_answer_is_chunks_and_a_usage_chunk() -> None:
-    assert completion_chunk("abc", 1700000000, "small", {"content": "he"}) == {
-        "id": "chatcmpl-abc",
-        "object": "chat.completion.chunk",
-        "created": 1700000000,
-        "model": "small",
-        "choices": [{"index": 0, "delta": {"content": "he"}, "logprobs": None, "finish_reason": None}],
-        "system_fingerprint": None,
-    }
-    assert completion_chunk("abc", 1, "small", {}, "stop")["choices"][0]["finish_reason"] == "stop"
-    assert usage_chunk(answered(), 1) == {
-        "id": "chatcmpl-abc",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "small",
-        "choices": [],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-    }
-
-
-@pytest.mark.parametrize(("given", "expected"), [("stop", "stop"), ("length", "length"), ("max_tokens", "length"), ("end_turn", "stop"), ("SAFETY", "content_filter"), (None, "stop")])
-def test_finish_reasons_are_openais(given: str | None, expected: str) -> None:
-    assert finish_reason(given) == expected
-
-
 def test_routing_metadata_travels_in_headers() -> None:
     headers = routing_headers(answered(cache_hit=True, validation="passed"))
     assert headers == {
@@ -217,3 +165,23 @@ def test_turnout_errors_get_openais_status(code: str, status: int, kind: str, re
     assert (error.status, error.type, error.code, error.message) == (status, kind, code, "why")
     assert error.headers().get("x-should-retry") == retry
     assert error.body() == {"error": {"message": "why", "type": kind, "param": "model" if code == "unknown_model" else None, "code": code}}
+
+
+def test_an_error_without_a_code_or_with_an_unlisted_one_is_a_backend_failure() -> None:
+    assert (from_turnout(None).status, from_turnout(None).type) == (502, "server_error")
+    error = from_turnout(ErrorInfo(code="response_too_large", message="too big"))
+    assert (error.status, error.type, error.retry) == (502, "server_error", None)
+
+
+def test_a_gateway_timeout_is_504_with_code_timeout() -> None:
+    error = timed_out(2.5)
+    assert (error.status, error.type, error.code) == (504, "timeout_error", "timeout")
+    assert "2.5s" in error.message
+
+
+def test_an_error_response_is_answered_with_its_routing_headers() -> None:
+    response = answered(status="error", content=None, error=ErrorInfo(code="policy_refused", message="no model may serve acme"))
+    error = error_answer(response)
+    assert (error.status, error.code, error.message) == (403, "policy_refused", "no model may serve acme")
+    assert error.extra_headers == routing_headers(response)
+    assert error.extra_headers["x-turnout-policy-version"] == "v3"

@@ -292,6 +292,22 @@ def test_decode_error_is_a_value_error() -> None:
     assert issubclass(DecodeError, ValueError)
 
 
+def test_decode_as_reads_the_model_the_writer_schema_names_resolving_the_framing_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = AvroCodec()
+    models = {InferenceRequest.avro_name: InferenceRequest, InferenceResponse.avro_name: InferenceResponse}
+    calls: list[bytes] = []
+    resolve = codec.writer_schema
+    monkeypatch.setattr(codec, "writer_schema", lambda data: calls.append(data) or resolve(data))
+    response = RECORDS["response-ok"]
+    assert codec.decode_as(codec.encode(response), models) == response
+    assert len(calls) == 1
+    assert codec.decode_as(codec.encode(RECORDS["request-full"]), models) == RECORDS["request-full"]
+    with pytest.raises(DecodeError, match="a turnout.Feedback is not one of the records read here"):
+        codec.decode_as(codec.encode(RECORDS["feedback"]), models)
+    with pytest.raises(DecodeError, match="empty message"):
+        codec.decode_as(b"", models)
+
+
 @pytest.mark.parametrize("cut", [11, 20, -1])
 def test_truncated_body(cut: int) -> None:
     data = good_bytes()[:cut]

@@ -23,7 +23,7 @@ from turnout.consumers.anthropic_backend import AnthropicMessagesBackend
 from turnout.consumers.backend import BackendError, OpenAIChatBackend
 from turnout.consumers.cache import ResponseCache
 from turnout.consumers.chunks import ChunkBatcher
-from turnout.consumers.serving import Deployment, serve
+from turnout.consumers.serving import Deployment, serve, streams
 from turnout.consumers.worker import ModelWorker
 from turnout.producers.streaming import StreamText
 from turnout.schemas.models import InferenceResponse, ResponseChunk
@@ -234,6 +234,13 @@ async def test_a_streamed_request_publishes_chunks_that_add_up_to_the_response()
 async def test_an_unstreamed_request_publishes_no_chunk_even_from_a_streaming_deployment():
     outcome, chunks = await serve_streamed(make_slip(make_request()), deployment(event_stream(openai_chunks(ANSWER)), stream=True))
     assert chunks == [] and responses(outcome)[0].content == ANSWER
+
+
+def test_one_rule_says_which_answers_stream_for_serve_and_the_worker_alike():
+    assert streams(make_slip(make_request(stream=True)))
+    assert not streams(make_slip(make_request()))
+    assert not streams(make_slip(make_request(stream=True), shadow=True))
+    assert not streams(make_slip(make_request(messages=[], input=["text to embed"])))
 
 
 async def test_a_shadow_copy_is_never_streamed():

@@ -75,7 +75,7 @@ def test_a_reader_from_before_the_stream_flag_reads_a_streamed_request_without_i
 def test_reply_records_are_read_as_what_their_writer_wrote():
     assert read_reply(CODEC, CODEC.encode(chunk("hi"))) == chunk("hi")
     assert read_reply(CODEC, CODEC.encode(answer("hi"))) == answer("hi")
-    with pytest.raises(DecodeError, match="turnout.RoutingEvent is not a reply"):
+    with pytest.raises(DecodeError, match="turnout.RoutingEvent is not one of the records read here"):
         read_reply(CODEC, CODEC.encode(full_event()))
     with pytest.raises(DecodeError, match="not Turnout Avro"):
         read_reply(CODEC, b"plain text")
