@@ -23,6 +23,13 @@ hands each piece of text over as it arrives. Embeddings are never streamed.
 (OpenAI's ``/embeddings``, Gemini's ``:batchEmbedContents``) through the same plumbing,
 so its errors are classified, retried and scrubbed exactly like a chat call's; a format
 without one (Anthropic) refuses with a non-retryable ``invalid_request``.
+
+Every call names the Turnout request(s) it serves in an ``X-Client-Request-Id`` header
+(``client_request_id``; ``client_request_ids`` for an embeddings batch): OpenAI documents
+the header for a client's own request id, and the other providers ignore a header they
+do not know. A provider's logs, and Turnout's simulator (``GET /calls``), can thus tell
+which request each call was made for, and whether one was called again after it was
+answered.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple, Protocol, TypedDict, TypeVar
 
@@ -53,6 +61,47 @@ _DEFAULT_HEADERS = {
     "Content-Type": "application/json",
     "User-Agent": f"turnout python-httpx/{httpx.__version__}",
 }
+
+CLIENT_REQUEST_ID = "X-Client-Request-Id"
+"""The header that names the Turnout request(s) a call serves (see ``client_request_id``)."""
+MAX_CLIENT_REQUEST_ID = 512  # characters: the longest id OpenAI documents for the header
+MAX_BATCH_REQUEST_IDS = 20  # ids named at most by one embeddings call
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+
+embedding_request_ids: ContextVar[tuple[str, ...]] = ContextVar("turnout_embedding_request_ids", default=())
+"""The ids of the requests an embeddings call serves, for ``embed`` callers that do not
+pass them: ``EmbeddingBatcher`` sets it in the task that makes a batch's call, whose
+``send`` (the deployment's guarded call) takes only the texts."""
+
+
+def client_request_id(request_id: str) -> str | None:
+    """The ``X-Client-Request-Id`` value for a chat call serving ``request_id``: the id
+    as it is, or ``None`` (no header) when it cannot travel as it is: not visible ASCII
+    (spaces inside allowed), or longer than ``MAX_CLIENT_REQUEST_ID``. Such an id is left
+    out rather than altered: an altered id matches no request and would only mislead.
+    Turnout's own ids (hex UUIDs) always travel."""
+    return request_id if len(request_id) <= MAX_CLIENT_REQUEST_ID and _VISIBLE_ASCII.fullmatch(request_id) else None
+
+
+def client_request_ids(request_ids: Sequence[str]) -> str | None:
+    """The ``X-Client-Request-Id`` value for an embeddings call, which may carry the texts
+    of several requests (``embedding_batch``): their ids in batch order joined by commas
+    (HTTP's list separator), at most ``MAX_BATCH_REQUEST_IDS`` of them and no more than
+    fit in ``MAX_CLIENT_REQUEST_ID`` characters, so a reader of a big batch's header sees
+    its first requests only. An id that cannot travel (``client_request_id``) or holds a
+    comma is left out; ``None`` (no header) when none is left."""
+    named: list[str] = []
+    size = -1  # the joined length so far: no comma before the first id
+    for request_id in request_ids:
+        if len(named) == MAX_BATCH_REQUEST_IDS:
+            break
+        if "," in request_id or client_request_id(request_id) is None:
+            continue
+        if size + 1 + len(request_id) > MAX_CLIENT_REQUEST_ID:
+            break
+        named.append(request_id)
+        size += 1 + len(request_id)
+    return ",".join(named) or None
 
 
 @dataclass(frozen=True)
@@ -97,7 +146,7 @@ class ChatBackend(Protocol):
 
     async def complete(self, request: InferenceRequest, *, logprobs: bool = False, on_text: TextSink | None = None) -> Completion: ...
 
-    async def embed(self, texts: list[str]) -> EmbeddingResult: ...
+    async def embed(self, texts: list[str], *, request_ids: Sequence[str] | None = None) -> EmbeddingResult: ...
 
     async def aclose(self) -> None: ...
 
@@ -215,29 +264,39 @@ class HttpChatBackend:
         larger answer), where the format has them. ``on_text`` (a caller who wants the
         answer as it is written) streams the call whatever the deployment's ``stream``
         says, and is handed each piece of text as it arrives; a server that answers one
-        JSON body anyway hands over nothing (the caller has the whole answer at the end)."""
+        JSON body anyway hands over nothing (the caller has the whole answer at the end).
+        The call names ``request.id`` in its ``X-Client-Request-Id`` header."""
         body = self.body(request)
         if logprobs:
             self.ask_logprobs(body)
+        client_id = client_request_id(request.id)
         if self.stream or on_text is not None:
             self.ask_stream(body)
-            answer, ttft_ms, latency_ms = await self._scrubbed(self._streamed(body, request, on_text))
+            answer, ttft_ms, latency_ms = await self._scrubbed(self._streamed(body, request, on_text, client_id))
         else:
-            answer, latency_ms = await self._exchange(self.endpoint(), body, lambda payload: self.read(payload, request), "completion")
+            read = lambda payload: self.read(payload, request)  # noqa: E731
+            answer, latency_ms = await self._exchange(self.endpoint(), body, read, "completion", client_id)
             ttft_ms = None
         content, finish_reason, input_tokens, output_tokens, confidence = answer
         return Completion(content, finish_reason, input_tokens, output_tokens, latency_ms, confidence, ttft_ms)
 
-    async def embed(self, texts: list[str]) -> EmbeddingResult:
-        """All of ``texts`` in one call; the vectors come back in their order."""
+    async def embed(self, texts: list[str], *, request_ids: Sequence[str] | None = None) -> EmbeddingResult:
+        """All of ``texts`` in one call; the vectors come back in their order. The call's
+        ``X-Client-Request-Id`` names ``request_ids`` (the requests whose texts these are;
+        by default ``embedding_request_ids``, set by the batcher), as ``client_request_ids``
+        says: comma-separated, the first ones only for a big batch; none, no header."""
         path, body = self.embedding_endpoint(), self.embedding_body(texts)
-        embeddings, latency_ms = await self._exchange(path, body, lambda payload: self.read_embeddings(payload, texts), "embedding list")
+        client_id = client_request_ids(embedding_request_ids.get() if request_ids is None else request_ids)
+        read = lambda payload: self.read_embeddings(payload, texts)  # noqa: E731
+        embeddings, latency_ms = await self._exchange(path, body, read, "embedding list", client_id)
         return EmbeddingResult(*embeddings, latency_ms=latency_ms)
 
-    async def _exchange(self, path: str, body: dict[str, Any], read: Callable[[Any], R], what: str) -> tuple[R, float]:
+    async def _exchange(
+        self, path: str, body: dict[str, Any], read: Callable[[Any], R], what: str, client_id: str | None = None
+    ) -> tuple[R, float]:
         """POST ``body``, classify the outcome and read a 200 with ``read``; the key is
         scrubbed from any error a backend echoes it in."""
-        return await self._scrubbed(self._post(path, body, read, what))
+        return await self._scrubbed(self._post(path, body, read, what, client_id))
 
     async def _scrubbed(self, call: Awaitable[R]) -> R:
         """``call``'s result; a ``BackendError`` it raises loses any copy of the key."""
@@ -249,10 +308,12 @@ class HttpChatBackend:
                 exc.args = (exc.message,)
             raise
 
-    async def _post(self, path: str, body: dict[str, Any], read: Callable[[Any], R], what: str) -> tuple[R, float]:
+    async def _post(
+        self, path: str, body: dict[str, Any], read: Callable[[Any], R], what: str, client_id: str | None = None
+    ) -> tuple[R, float]:
         started = time.perf_counter()
         try:
-            response = await self._send(path, body)
+            response = await self._send(path, body, client_id)
         except httpx.RequestError as exc:
             raise request_failure(exc) from exc
         latency_ms = (time.perf_counter() - started) * 1000
@@ -276,14 +337,14 @@ class HttpChatBackend:
             ) from exc
 
     async def _streamed(
-        self, body: dict[str, Any], request: InferenceRequest, on_text: TextSink | None = None
+        self, body: dict[str, Any], request: InferenceRequest, on_text: TextSink | None = None, client_id: str | None = None
     ) -> tuple[Answer, float | None, float]:
         """A streamed chat call: ``(answer, ttft_ms, latency_ms)``, the latency to the stream's end.
         An error status, or a server that answers one JSON body despite ``stream`` (then
         no time to first token is known), is read whole like an unstreamed answer."""
         started = time.perf_counter()
         try:
-            response = await self._open(self.stream_endpoint(), body)
+            response = await self._open(self.stream_endpoint(), body, client_id)
         except httpx.RequestError as exc:
             raise request_failure(exc) from exc
         try:
@@ -301,19 +362,24 @@ class HttpChatBackend:
         answer = self._read_body(lambda: self.read(streamed.payload, request), "completion stream")
         return answer, streamed.ttft_ms, latency_ms
 
-    async def _open(self, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def _open(self, path: str, body: dict[str, Any], client_id: str | None = None) -> httpx.Response:
         """POST ``body`` as JSON to ``path`` straight to the transport; the answer's body is
-        still to be read (and the response closed) by the caller."""
+        still to be read (and the response closed) by the caller. ``client_id`` (see
+        ``client_request_id``) goes out as ``X-Client-Request-Id``: set on the request's
+        own headers, which ``httpx.Request`` copies from the backend's shared ones anyway,
+        so the shared set is neither changed nor copied again."""
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self._base_url + path)
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
         request = httpx.Request("POST", url, headers=self._headers, content=content, extensions={"timeout": self._timeout})
+        if client_id is not None:
+            request.headers[CLIENT_REQUEST_ID] = client_id
         response = await self._transport.handle_async_request(request)
         response.request = request
         return response
 
-    async def _send(self, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def _send(self, path: str, body: dict[str, Any], client_id: str | None = None) -> httpx.Response:
         """POST ``body`` as JSON to ``path`` straight to the transport, and read the answer.
 
         Not through an ``httpx.AsyncClient``: redirects, cookies, auth flows, event hooks
@@ -322,7 +388,7 @@ class HttpChatBackend:
         request carries what the client would add: the timeouts, the default headers and
         the JSON body as httpx encodes it.
         """
-        response = await self._open(path, body)
+        response = await self._open(path, body, client_id)
         try:
             await response.aread()  # decodes its Content-Encoding: an undecodable body raises httpx.DecodingError here
         finally:

@@ -24,6 +24,12 @@ share one call.
   own plan.
 - A request whose caller stopped waiting (its task was cancelled) before the batch
   went out is left out of it.
+- A request that joins with its ``request_id`` is named in the call's
+  ``X-Client-Request-Id`` header: ``send`` runs with ``backend.embedding_request_ids``
+  set to the batch's ids in the order the requests joined, and ``HttpChatBackend.embed``
+  sends them comma-separated, the first 20 at most (``backend.client_request_ids``). A
+  context variable rather than an argument, so that ``send`` keeps its signature: the
+  deployment's guarded call, which runs in the batch's own task.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from .backend import BackendError, EmbeddingResult
+from .backend import BackendError, EmbeddingResult, embedding_request_ids
 
 __all__ = ["EmbeddingBatcher", "Send", "split"]
 
@@ -47,6 +53,7 @@ class _Waiting:
     tokens: int
     budget_s: float
     answer: asyncio.Future[EmbeddingResult]
+    request_id: str | None = None
 
 
 class EmbeddingBatcher:
@@ -67,13 +74,13 @@ class EmbeddingBatcher:
     def calls_in_flight(self) -> int:
         return len(self._calls)
 
-    async def embed(self, texts: list[str], *, tokens: int, budget_s: float) -> EmbeddingResult:
-        """``texts``' vectors and their share of the usage, from the call their batch made.
-        Raises what that call raised."""
+    async def embed(self, texts: list[str], *, tokens: int, budget_s: float, request_id: str | None = None) -> EmbeddingResult:
+        """``texts``' vectors and their share of the usage, from the call their batch made,
+        which names ``request_id`` among the requests it serves. Raises what that call raised."""
         loop = asyncio.get_running_loop()
         if self._open and self._open_texts + len(texts) > self.max_texts:
             self._flush()
-        waiting = _Waiting(list(texts), tokens, budget_s, loop.create_future())
+        waiting = _Waiting(list(texts), tokens, budget_s, loop.create_future(), request_id)
         self._open.append(waiting)
         self._open_texts += len(texts)
         if self._open_texts >= self.max_texts:
@@ -95,6 +102,7 @@ class EmbeddingBatcher:
 
     async def _call(self, batch: list[_Waiting]) -> None:
         texts = [text for waiting in batch for text in waiting.texts]
+        embedding_request_ids.set(tuple(w.request_id for w in batch if w.request_id is not None))  # this task's own context
         try:
             result = await self._send(texts, sum(w.tokens for w in batch), min(w.budget_s for w in batch))
             shares = split(result, [w.texts for w in batch])

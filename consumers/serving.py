@@ -185,7 +185,7 @@ async def _streamed(deployment: Deployment, request: InferenceRequest, logprobs:
 def _embedding_try(slip: RoutedRequest, deployment: Deployment) -> Try[EmbeddingResult]:
     """The request's texts join the deployment's next batch call (see ``embedding_batch``)."""
     texts, tokens = slip.request.input or [], max(1, slip.decision.signals.input_tokens)
-    return lambda budget_s, _: deployment.batcher.embed(texts, tokens=tokens, budget_s=budget_s)
+    return lambda budget_s, _: deployment.batcher.embed(texts, tokens=tokens, budget_s=budget_s, request_id=slip.request.id)
 
 
 async def _call(

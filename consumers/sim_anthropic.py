@@ -35,6 +35,7 @@ _ERRORS: dict[Failure, tuple[int, str, str]] = {
 
 class AnthropicMessages:
     name = "anthropic"
+    batched = False
 
     def parse(self, raw: bytes, headers: Mapping[str, str]) -> SimCall:
         if not headers.get("x-api-key") and not headers.get("authorization"):

@@ -58,6 +58,7 @@ _SLOT_JSON = json.dumps(_SLOT)
 
 class OpenAIChat:
     name = "openai"
+    batched = False
 
     def parse(self, raw: bytes, headers: Mapping[str, str]) -> SimCall:
         body, model = request_body(raw)
@@ -131,7 +132,10 @@ class OpenAIChat:
 
 
 class OpenAIEmbeddings(OpenAIChat):
-    """``POST /v1/embeddings``: ``input`` is one text or an array of them; errors as for chat."""
+    """``POST /v1/embeddings``: ``input`` is one text or an array of them; errors as for
+    chat. A batching client names every request of a call in its ``X-Client-Request-Id``."""
+
+    batched = True
 
     def parse(self, raw: bytes, headers: Mapping[str, str]) -> SimCall:
         body, model = request_body(raw)

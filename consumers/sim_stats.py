@@ -5,6 +5,10 @@ each embeddings call carried (a batching client makes fewer calls than requests)
 Tests and benchmarks assert on these counters instead of on wall-clock time: a fault
 test checks that the simulator injected what the client saw, a latency test reads the
 delays the distribution produced rather than timing the calls.
+
+``CallLog`` is the other record, for ``GET /calls``: which Turnout request each call was
+made for (its ``X-Client-Request-Id``), when it arrived and for which served model, so a
+crash test can tell whether a request was called again after it had been answered.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from typing import Any
 
 from .sim_faults import CallPlan, Fault
 
-__all__ = ["SimStats"]
+__all__ = ["CallLog", "SimStats"]
 
 LATENCY_WINDOW = 10_000  # latencies kept per served model for the percentiles
+CALL_LOG_SIZE = 200_000  # calls kept by ``CallLog``; beyond, the oldest are dropped
 
 
 @dataclass
@@ -93,6 +98,38 @@ class SimStats:
             "inputs": sum(size * calls for size, calls in sizes.items()),
             "max_inputs_per_call": max(sizes, default=0),
             "inputs_per_call": {str(size): sizes[size] for size in sorted(sizes)},
+        }
+
+
+@dataclass
+class CallLog:
+    """The calls that named their Turnout request (``X-Client-Request-Id``), in arrival
+    order: ``(request_id, served model, arrival time)``, the time as ``time.time()`` (wall
+    clock seconds, comparable with other processes' clocks on the machine). The log keeps
+    the last ``size`` entries (``CALL_LOG_SIZE``): the oldest are dropped, and counted in
+    ``dropped``, so a reader can tell a log that no longer holds the whole run. A call
+    without the header is not logged (``/health`` counts every call)."""
+
+    size: int = CALL_LOG_SIZE
+    dropped: int = 0
+    entries: deque[tuple[str, str | None, float]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.entries = deque(maxlen=self.size)
+
+    def record(self, request_ids: list[str], served_model: str | None, at: float) -> None:
+        """One call, serving ``request_ids`` (one entry each: an embeddings batch names
+        several); ``served_model`` is ``None`` for a call whose body could not be read."""
+        for request_id in request_ids:
+            if len(self.entries) == self.size:
+                self.dropped += 1
+            self.entries.append((request_id, served_model, at))
+
+    def snapshot(self) -> dict[str, Any]:
+        """The body of ``GET /calls``."""
+        return {
+            "calls": [{"request_id": request_id, "model": model, "at": at} for request_id, model, at in self.entries],
+            "dropped": self.dropped,
         }
 
 

@@ -131,6 +131,7 @@ class WireFormat(Protocol):
     """One provider's wire format: parsing its requests, rendering answers and errors."""
 
     name: str
+    batched: bool  # a call may serve several requests: its X-Client-Request-Id is a comma-separated list
 
     def parse(self, raw: bytes, headers: Mapping[str, str]) -> SimCall:
         """The call in the request body ``raw``; raise ``BadRequest``."""

@@ -13,8 +13,17 @@ format's server-sent events: its first token after ``first_token_share`` of the 
 latency and the rest at its end; a truncated body becomes a stream that stops half-way
 without the format's last event, a malformed one an HTML page. Routing, retries,
 fallback, validation and cost accounting thus meet the shapes and failures a real
-provider sends. ``GET /health`` counts what it
-did. This module wires HTTP to the parts: ``sim_faults`` decides, ``sim_wire`` composes
+provider sends. ``GET /health`` counts what it did.
+
+``GET /calls`` lists the calls that named their Turnout request in an
+``X-Client-Request-Id`` header, oldest first: ``{"calls": [{"request_id", "model",
+"at"}, ...], "dropped": n}``, ``at`` the arrival time (``time.time()``, seconds) and
+``model`` the served model (``null`` for a body that could not be read). It keeps the
+last 200,000 entries, the oldest dropped (counted in ``dropped``; ``sim_stats.CallLog``).
+An embeddings call's header may name several requests, comma-separated: each gets an
+entry. A crash test reads it to prove that a request answered once was not called again.
+
+This module wires HTTP to the parts: ``sim_faults`` decides, ``sim_wire`` composes
 the answer, ``sim_openai``/``sim_anthropic`` translate it, ``sim_stats`` counts.
 """
 
@@ -24,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from typing import Any
 
 from aiohttp import web
@@ -33,10 +43,12 @@ from turnout.schemas.settings import SimulatorProfile, SimulatorSettings
 from .sim_anthropic import AnthropicMessages
 from .sim_faults import CallPlan, Failure, Fault, FaultPlanner
 from .sim_openai import OpenAIChat, OpenAIEmbeddings
-from .sim_stats import SimStats
+from .sim_stats import CallLog, SimStats
 from .sim_wire import BadRequest, SimCall, WireFormat, compose_answer
 
-__all__ = ["Simulator", "run_simulator"]
+__all__ = ["CLIENT_REQUEST_ID", "Simulator", "run_simulator"]
+
+CLIENT_REQUEST_ID = "X-Client-Request-Id"  # the Turnout request(s) a call serves
 
 # what a proxy in front of a deployment answers when it has no JSON to give
 _HTML_PAGE = (
@@ -51,6 +63,7 @@ class Simulator:
         self.rng = random.Random(settings.seed)
         self.planner = FaultPlanner(self.rng)
         self.stats = SimStats()
+        self.call_log = CallLog()
         self._closing = asyncio.Event()
 
     @property
@@ -64,6 +77,7 @@ class Simulator:
             app.router.add_post(path, self._endpoint(wire))
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/health", self.health)
+        app.router.add_get("/calls", self.calls_made)
         app.on_startup.append(self._opened)
         app.on_shutdown.append(self._closed)
         return app
@@ -78,6 +92,11 @@ class Simulator:
     async def health(self, _: web.Request) -> web.Response:
         return web.json_response(self.stats.snapshot())
 
+    async def calls_made(self, _: web.Request) -> web.Response:
+        """``{"calls": [{"request_id", "model", "at"}, ...], "dropped": n}``, oldest first
+        (see ``CallLog``)."""
+        return web.json_response(self.call_log.snapshot())
+
     async def models(self, _: web.Request) -> web.Response:
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "turnout-simulator"} for name in sorted(self.settings.profiles)]
         return web.json_response({"object": "list", "data": data})
@@ -89,13 +108,16 @@ class Simulator:
         return handle
 
     async def serve(self, wire: WireFormat, request: web.Request) -> web.Response:
-        """One call in ``wire``'s format: parse, plan the faults, wait, answer."""
+        """One call in ``wire``'s format: log, parse, plan the faults, wait, answer."""
+        arrived = time.time()
         self.stats.call(wire.name)
         try:
             call = wire.parse(await request.read(), request.headers)
         except BadRequest as exc:
             self.stats.invalid()
+            self._log(wire, request, None, arrived)
             return _send(*wire.error(exc.failure, exc.message, exc.param))
+        self._log(wire, request, call.model, arrived)
         if call.embedding is not None:
             self.stats.embedded(len(call.embedding.texts))
         profile = self.settings.profile(call.model)
@@ -110,6 +132,15 @@ class Simulator:
         if answer.fault is not None:
             self.stats.fault(call.model, answer.fault)
         return _send(200, wire.render(call, answer), body_fault=plan.body_fault)
+
+    def _log(self, wire: WireFormat, request: web.Request, served_model: str | None, arrived: float) -> None:
+        """The call in ``call_log`` when it names its request(s); a batched format's header
+        is a comma-separated list, as are several headers of the name."""
+        values: list[str] = request.headers.getall(CLIENT_REQUEST_ID, [])
+        if values and wire.batched:
+            values = [part.strip() for value in values for part in value.split(",") if part.strip()]
+        if values:
+            self.call_log.record(values, served_model, arrived)
 
     async def _stream(self, wire: WireFormat, call: SimCall, profile: SimulatorProfile, plan: CallPlan, request: web.Request) -> web.StreamResponse:
         """The answer as events: the head (to the first token) after ``first_token_share``

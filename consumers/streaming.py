@@ -47,7 +47,7 @@ def event_json(data: str) -> Any:
     which no provider sends."""
     try:
         value, end = _scan_json(data, 0)
-    except StopIteration as exc:
+    except StopIteration:
         raise ValueError(f"an event's data is not JSON: {data[:80]!r}") from None
     if end != len(data):
         raise ValueError(f"an event's data has more than one JSON document: {data[:80]!r}")

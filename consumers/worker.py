@@ -6,8 +6,10 @@ records than it has room for, and one that stays saturated pauses its partitions
 instead of buffering without bound (``_poll``). Requests finish out of order, so a
 partition's offset is committed only up to its oldest request still in flight
 (``OffsetTracker``), and only after everything that request produced is acknowledged
-by the broker: a crash replays unfinished requests, and replayed ones this replica
-already answered are skipped (``AnsweredIds``).
+by the broker: a crash replays unfinished requests, and replayed ones already answered
+are skipped (``AnsweredIds``, which a replica also fills from the events topic when it
+gets partitions, ``answered_seed``, so a request answered by a replica that crashed
+before committing is not paid twice).
 
 Replicas of a model share the consumer group ``turnout-worker-<id>``: Kafka spreads the
 partitions, and each replica takes the share of the provider's rate limits that matches
@@ -31,21 +33,24 @@ import socket
 from collections import deque
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from turnout.schemas.fleet import EMBEDDINGS
 from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options, start_producer
-from turnout.schemas.models import DeploymentHealth, ResponseChunk, RoutedRequest
+from turnout.schemas.events import final_event
+from turnout.schemas.models import DeploymentHealth, InferenceResponse, ResponseChunk, RoutedRequest, RoutingEvent
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
 
+from .answered_seed import FINAL_KINDS, answered_since, dedup_key
 from .backends import make_backend
 from .breaker import CircuitBreaker, Transition
 from .cache import ResponseCache
 from .flow import AnsweredIds
 from .offsets import OffsetTracker
 from .ratelimit import RateLimitConfig, RateLimiter
-from .serving import DeadLetter, Deployment, Outcome, serve, streams
+from .serving import DeadLetter, Deployment, Outcome, Publish, serve, streams
 from .structured import StructuredChecker
 
 log = logging.getLogger("turnout.worker")
@@ -90,12 +95,16 @@ class ModelWorker:
         self.model_id = model_id
         self.topic = settings.topics.model(model_id)
         self.codec = codec or codec_for(settings.kafka)
-        self.answered = AnsweredIds(settings.worker.dedup_capacity)
+        self.answered = AnsweredIds(settings.worker.dedup_capacity)  # by this replica
+        self.finished_before = AnsweredIds(settings.worker.dedup_capacity)  # a final event, read back on getting partitions
+        self.responded_before = AnsweredIds(settings.worker.dedup_capacity)  # a response on the shared topic, read back likewise
         self.rng = random.Random()
         self.replica = f"{socket.gethostname()}-{os.getpid()}"
         self.max_in_flight = settings.worker.max_in_flight or default_max_in_flight(settings, model_id)
         self.offsets = OffsetTracker()
         self._in_flight: set[str] = set()
+        self._reading_back: dict[int, asyncio.Event] = {}  # partition -> its answered requests being read back
+        self._unrecorded: dict[str, InferenceResponse] = {}  # answered without a final event (see answered_seed)
         self._tasks: set[asyncio.Task[None]] = set()
         self._tasks_of: dict[TopicPartition, set[asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
@@ -152,6 +161,50 @@ class ModelWorker:
         task.add_done_callback(self._tasks_of[tp].discard)
         task.add_done_callback(self._wake_poll)
 
+    async def remember_answered(self, partitions: set[int], partition_count: int) -> None:
+        """Before serving newly assigned partitions, remember the requests already answered
+        on them (``answered_seed``): a replica that crashed after answering and before
+        committing hands them over again, and they must not be paid twice."""
+        lookback_s = self.settings.worker.dedup_lookback_s
+        if not partitions or lookback_s <= 0:
+            return
+        # aiokafka fetches for new partitions while this runs: their requests wait for it (``_handle``)
+        reading = asyncio.Event()
+        for partition in partitions:
+            self._reading_back[partition] = reading
+        try:
+            seeded = await answered_since(self.settings, self.codec, partitions, partition_count, lookback_s)
+        except KafkaError as exc:  # serving goes on; a redelivered answered request may be called again
+            log.warning("could not read back the answered requests of partitions %s: %s", sorted(partitions), exc)
+            return
+        finally:
+            reading.set()
+            for partition in partitions:
+                if self._reading_back.get(partition) is reading:
+                    del self._reading_back[partition]
+        for key in seeded.finished:
+            self.finished_before.add(key)
+        for request_id in seeded.responded:
+            self.responded_before.add(request_id)
+        self._unrecorded.update(seeded.unrecorded)
+        while len(self._unrecorded) > self.settings.worker.dedup_capacity:  # bounded like the ids: oldest out
+            del self._unrecorded[next(iter(self._unrecorded))]
+        log.info(
+            "worker %s remembers %d requests finished and %d responses in the last %gs on partitions %s",
+            self.model_id, len(seeded.finished), len(seeded.responded), lookback_s, sorted(partitions),
+        )
+
+    def already_answered(self, slip: RoutedRequest) -> bool:
+        """Whether ``slip``'s request was answered, by this replica or (read back from the
+        topics) by another. A request answered on the shared responses topic counts as
+        answered only when its response is there (its final event may outlive a lost
+        response's replica only the other way round: see ``answered_seed``)."""
+        key = dedup_key(slip.request.id, slip.shadow)
+        if key in self.answered:
+            return True
+        on_shared_topic = not slip.shadow and slip.request.reply_topic in (None, self.settings.topics.responses)
+        return slip.request.id in self.responded_before if on_shared_topic else key in self.finished_before
+
     async def finish_partitions(self, partitions: set[TopicPartition], timeout_s: float) -> None:
         """Let the requests of ``partitions`` finish (bounded), so that their new owner
         does not call the backend again for requests this replica is answering."""
@@ -162,7 +215,10 @@ class ModelWorker:
     async def _serve_and_publish(self, record: ConsumerRecord, tp: TopicPartition, deployment: Deployment, producer: AIOKafkaProducer) -> None:
         try:
             outcome = await self._handle(record, deployment, producer)
-            await asyncio.gather(*[await send for send in self._sends(producer, outcome)])
+            first, then = _final_events_last(outcome)
+            await asyncio.gather(*[await send for send in self._sends(producer, first)])
+            if then.messages:  # a final event marks the request answered: only once its response is stored
+                await asyncio.gather(*[await send for send in self._sends(producer, then)])
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a send the broker refused: stop before committing past it
@@ -184,10 +240,13 @@ class ModelWorker:
         except DecodeError as exc:
             headers = dlq_headers(f"invalid_request: {exc}", STAGE, record.topic, record.partition, record.offset)
             return Outcome(dead_letters=[DeadLetter(self.settings.topics.dlq, record.key, record.value or b"", headers)])
-        request_id = f"{slip.request.id}:shadow" if slip.shadow else slip.request.id  # a shadow copy is its own job
-        if request_id in self.answered or request_id in self._in_flight:
+        request_id = dedup_key(slip.request.id, slip.shadow)
+        reading = self._reading_back.get(record.partition)
+        if reading is not None:
+            await reading.wait()
+        if self.already_answered(slip) or request_id in self._in_flight:
             log.info("skipping %s: already answered or being served by this replica", request_id)
-            return Outcome()
+            return self._record_unrecorded(slip)
         self._in_flight.add(request_id)
         chunks = None
         if producer is not None and streams(slip):
@@ -201,6 +260,15 @@ class ModelWorker:
         if outcome.answered:
             self.answered.add(request_id)
         return outcome
+
+    def _record_unrecorded(self, slip: RoutedRequest) -> Outcome:
+        """The final event of a request answered by a replica that died before recording
+        it (read back with its response), so that analytics count every answer once."""
+        response = None if slip.shadow else self._unrecorded.pop(slip.request.id, None)
+        if response is None:
+            return Outcome()
+        event = final_event(slip, response, self.settings.fleet[self.model_id].region)
+        return Outcome(messages=[Publish(self.settings.topics.events, slip.request.id, event)])
 
     # -- flow control -----------------------------------------------------------------------------
     def room(self) -> int:
@@ -326,6 +394,19 @@ def _log_refused(ack: asyncio.Future) -> None:
         log.warning("a streamed chunk was refused by the broker: %s", ack.exception())
 
 
+def _final_events_last(outcome: Outcome) -> tuple[Outcome, Outcome]:
+    """``outcome`` split in two: everything but the final routing event, then that event.
+    A replica reads final events back as "answered" (``answered_seed``), so one must never
+    be stored while the response it stands for might not be."""
+    final, rest = [], []
+    for message in outcome.messages:
+        is_final = isinstance(message.record, RoutingEvent) and message.record.kind in FINAL_KINDS
+        (final if is_final else rest).append(message)
+    if not final:
+        return outcome, Outcome()
+    return Outcome(messages=rest, dead_letters=outcome.dead_letters, answered=outcome.answered), Outcome(messages=final)
+
+
 class _Rebalance(ConsumerRebalanceListener):
     """Keeps the rate-limit share equal to the share of partitions owned; before
     partitions move to another replica, lets their requests finish (for at most half a
@@ -347,6 +428,7 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         total = len(self.consumer.partitions_for_topic(self.worker.topic) or ()) or len(assigned) or 1
         self.deployment.limiter.set_share(len(assigned), total)
+        await self.worker.remember_answered({tp.partition for tp in assigned}, total)
         if self.worker._paused and assigned:
             self.consumer.pause(*assigned)  # a saturated replica stays paused on its new partitions too
         log.info("worker %s owns %d of %d partitions: %.0f%% of the rate limits", self.worker.model_id, len(assigned), total, 100 * len(assigned) / total)

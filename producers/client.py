@@ -185,6 +185,15 @@ class TurnoutClient:
         """Publish bytes as they are (for tests and tools that bring their own encoding)."""
         await self.publisher.publish_raw(value, key)
 
+    async def submit_raw(self, value: bytes, key: bytes, timeout_s: float = 60.0) -> PendingResponse:
+        """Publish bytes as they are, keyed by a request id; ``await`` the result for the
+        response to that id. The router answers a message it cannot decode by its key, so
+        this also tells a tool what became of bytes that were not a request. Only a
+        response on the shared responses topic (or this client's) reaches it."""
+        pending = self._correlator.pending(key.decode(), timeout_s)  # registered before publishing
+        await self.publisher.publish_raw(value, key)
+        return pending
+
     async def _read_responses(self, consumer: AIOKafkaConsumer) -> None:
         async for record in consumer:
             try:

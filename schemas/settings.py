@@ -120,6 +120,11 @@ class WorkerSettings(Section):
         default=30.0, gt=0, description="longest a request waits on a Retry-After before moving on along its plan"
     )
     dedup_capacity: int = Field(default=100_000, ge=0, description="request ids remembered as answered")
+    dedup_lookback_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="on getting partitions, how far back a replica reads the events topic for requests already answered (by any replica), so a request answered by a replica that crashed before committing is not paid twice; 0 turns it off",
+    )
     max_in_flight: int | None = Field(
         default=None,
         ge=1,

@@ -40,7 +40,7 @@ async def create_topics(settings: Settings) -> list[str]:
         return await create_missing(admin, topics)
 
 
-async def wait_for_groups(settings: Settings, group_ids: list[str], timeout_s: float) -> None:
+async def wait_for_groups(settings: Settings, group_ids: list[str], timeout_s: float, min_members: int = 1) -> None:
     """Wait until every consumer group is Stable with at least one member: the stack's
     consumers have their partitions and what is published now is served at once."""
     admin = AIOKafkaAdminClient(**client_options(settings.kafka, "admin"))
@@ -56,7 +56,7 @@ async def wait_for_groups(settings: Settings, group_ids: list[str], timeout_s: f
                     continue  # Apache Kafka creates __consumer_offsets on the first group's request
                 for response in responses:
                     for _error, group_id, state, _ptype, _protocol, members, *_ in response.groups:
-                        if state == "Stable" and members:
+                        if state == "Stable" and len(members) >= min_members:
                             pending.discard(group_id)
             if pending and asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"consumer groups not ready after {timeout_s:g}s: {', '.join(sorted(pending))}")

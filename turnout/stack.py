@@ -63,6 +63,7 @@ class Child:
     name: str
     process: subprocess.Popen
     log_path: Path
+    args: list[str] = field(default_factory=list)  # the ``turnout`` command it runs
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -146,6 +147,24 @@ class DevStack:
             dead = ", ".join(f"{c.name} (exit {c.process.returncode}, log {c.log_path})" for c in self.dead_children())
             raise RuntimeError(f"{exc}; dead processes: {dead or 'none'}") from None
 
+    def spawn(self, name: str, args: list[str]) -> Child:
+        """Start ``turnout <args>`` as a child named ``name`` (another replica, say)."""
+        return self._spawn(name, args)
+
+    def kill(self, name: str) -> None:
+        """``kill -9`` one child: no shutdown, no last commit, no drain."""
+        child = self.child(name)
+        child.process.send_signal(signal.SIGKILL)
+        child.process.wait()
+
+    def restart(self, name: str) -> Child:
+        """Start a stopped or killed child again, with the same command and log."""
+        old = self.child(name)
+        if old.alive():
+            raise RuntimeError(f"{name} is still running: stop or kill it first")
+        self.children.remove(old)
+        return self._spawn(name, old.args)
+
     def _spawn(self, name: str, args: list[str]) -> Child:
         log_path = self.logs / f"{name}.log"
         process = subprocess.Popen(
@@ -156,7 +175,7 @@ class DevStack:
             stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
         )
-        child = Child(name, process, log_path)
+        child = Child(name, process, log_path, args)
         self.children.append(child)
         return child
 

@@ -12,7 +12,6 @@ A screenshot lands in ``tests/artifacts/dashboard.png`` for a person to look at.
 from __future__ import annotations
 
 import random
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone

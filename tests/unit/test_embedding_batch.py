@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from turnout.consumers.backend import BackendError, EmbeddingResult
+from turnout.consumers.backend import BackendError, EmbeddingResult, embedding_request_ids
 from turnout.consumers.embedding_batch import EmbeddingBatcher, split
 
 FOREVER = 3600.0  # a wait that never ends a batch within a test: only its size can
@@ -128,6 +128,27 @@ async def test_concurrent_calls_overlap():
     hold.set()
     await asyncio.gather(*tasks)
     assert batcher.calls_in_flight == 0
+
+
+async def test_each_call_runs_with_the_ids_of_its_requests_in_joining_order():
+    """``send`` keeps its signature: the ids reach the backend's ``embed`` through
+    ``embedding_request_ids``, set in the batch's own task only."""
+    seen: list[tuple[str, ...]] = []
+    send = FakeSend()
+
+    async def recording(texts: list[str], tokens: int, budget_s: float) -> EmbeddingResult:
+        seen.append(embedding_request_ids.get())
+        return await send(texts, tokens, budget_s)
+
+    batcher = EmbeddingBatcher(recording, max_texts=2, wait_s=FOREVER)
+    await asyncio.gather(
+        batcher.embed(["a"], tokens=1, budget_s=30, request_id="r1"),
+        batcher.embed(["b"], tokens=1, budget_s=30, request_id="r2"),
+        batcher.embed(["c"], tokens=1, budget_s=30, request_id="r3"),
+        batcher.embed(["d"], tokens=1, budget_s=30),
+    )
+    assert seen == [("r1", "r2"), ("r3",)]
+    assert embedding_request_ids.get() == ()
 
 
 def test_settings_out_of_range_are_refused():

@@ -1,0 +1,157 @@
+"""Crash tests: ``kill -9`` the router, a worker replica and the analytics sink in the
+middle of a load of several thousand requests, restart each, and check what DESIGN.md
+promises: every request gets exactly one final response on the responses topic, no
+backend call is made for a request after it was answered, and ClickHouse counts every
+completion exactly once (raw events and the per-minute rollup alike).
+
+Bounded and loopback only: one stack of its own (the embedded broker by default, Apache
+Kafka under ``TURNOUT_DEV_KAFKA=apache``), a fixed number of requests published at a
+steady pace, each kill at a fixed point of the load, every wait with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from stacks import running_stack
+
+from turnout.admin import wait_for_groups
+from turnout.analytics.store import open_client
+from turnout.consumers.worker import group_id as worker_group_id
+from turnout.producers.client import TurnoutClient, new_request
+from turnout.schemas.kafka import client_options, partitions_of
+from turnout.schemas.models import InferenceResponse
+from turnout.schemas.serde import codec_for
+from turnout.stack import DevStack
+
+CONFIG = Path(__file__).with_name("stack.toml")
+REQUESTS = 3000
+PACE_PER_S = 250  # 12 s of load: time for three crashes, each restarted a second later
+# share of the load published -> the child killed then. The router goes last: a killed
+# member holds its partitions until its session times out, so nothing is routed for about
+# ten seconds after it, and a worker killed in that pause would have nothing in hand.
+FAULTS = {0.2: "worker-small", 0.5: "sink", 0.8: "router"}
+TIMEOUT_S = 240
+
+
+# Backend latencies with a long tail (median 20 ms, a few calls near a second): a partition's
+# offset is committed only up to its oldest request in flight, so at any moment many
+# requests behind a slow one are answered but not yet committed. A replica killed then
+# hands them over answered: the case where a backend call could be paid twice.
+LONG_TAIL = {
+    "TURNOUT_SIMULATOR__DEFAULT__LATENCY_DISTRIBUTION": "lognormal",
+    "TURNOUT_SIMULATOR__DEFAULT__LATENCY_MS": "20",
+    "TURNOUT_SIMULATOR__DEFAULT__LATENCY_SIGMA": "1.2",
+    "TURNOUT_SIMULATOR__DEFAULT__LATENCY_JITTER_MS": "0",
+}
+
+
+@pytest.fixture(scope="module")
+def crash_stack(tmp_path_factory: pytest.TempPathFactory):
+    with running_stack(CONFIG, tmp_path_factory.mktemp("crash"), log_lines=60, extra_env=LONG_TAIL) as stack:
+        stack.spawn("worker-small-2", ["worker", "--model", "small"])  # the survivor takes the partitions over
+        asyncio.run(wait_for_groups(stack.settings, [worker_group_id("small")], 60, min_members=2))  # both hold partitions
+        yield stack
+
+
+def test_killed_processes_lose_nothing_and_answer_nothing_twice(crash_stack: DevStack):
+    stack = crash_stack
+    settings = stack.settings
+    requests = [new_request(f"Crash test request {i}: say hello.", "acme") for i in range(REQUESTS)]
+    ids = {r.id for r in requests}
+
+    killed, killed_at = asyncio.run(publish_with_crashes(stack, requests))
+    assert sorted(killed) == sorted(FAULTS.values())
+
+    responses = asyncio.run(responses_by_id(settings, ids))
+    missing = ids - responses.keys()
+    assert not missing, f"{len(missing)} requests never got a response, e.g. {sorted(missing)[:3]}"
+    twice = {i: [(round(t - killed_at[0], 2), partition) for t, _, partition in r] for i, r in responses.items() if len(r) != 1}
+    assert not twice, f"{len(twice)} requests got more than one response (seconds after the first kill: {list(twice.values())[:6]}; kills at {[round(k - killed_at[0], 2) for k in killed_at]})"
+    assert all(records[0][1].status == "ok" for records in responses.values())
+
+    answered_at = {i: r[0][0] for i, r in responses.items()}
+    calls = collections.defaultdict(list)
+    root = settings.simulator_url().removesuffix("/v1")
+    for call in httpx.get(f"{root}/calls", timeout=30).json()["calls"]:
+        if call["request_id"] in ids:
+            calls[call["request_id"]].append(call["at"])
+    assert ids <= calls.keys(), "every request reached the backend once at least"
+    late = {i: ats for i, ats in calls.items() if any(at > answered_at[i] for at in ats)}
+    assert not late, f"{len(late)} requests were called again after they were answered, e.g. {list(late)[:3]}"
+    repeated = sum(len(ats) - 1 for ats in calls.values())
+    print(f"\nCRASH requests {REQUESTS}, killed {', '.join(killed)}, responses exactly once, "
+          f"backend calls {sum(len(a) for a in calls.values())} ({repeated} repeated for requests in flight at a kill, none after an answer)")
+
+    stack.stop_children(["sink"], timeout_s=60)  # drains the events topic, then frees the store
+    clickhouse = open_client(settings.clickhouse)
+    try:
+        db = settings.clickhouse.database
+        rows, distinct = clickhouse.query(f"SELECT count(), uniqExact(request_id) FROM {db}.routing_events WHERE kind = 'completion'").result_rows[0]
+        rolled = clickhouse.query(f"SELECT sum(events) FROM {db}.routing_rollup_1m WHERE kind = 'completion'").result_rows[0][0]
+    finally:
+        clickhouse.close()
+    assert (rows, distinct, rolled) == (REQUESTS, REQUESTS, REQUESTS), "ClickHouse counts every completion once, raw and rolled up"
+    assert not [c.name for c in stack.dead_children() if c.name != "sink"], "every restarted process kept running"
+
+
+async def publish_with_crashes(stack: DevStack, requests: list) -> tuple[list[str], list[float]]:
+    """Publish at ``PACE_PER_S``; at each fault point kill the child, and restart it a second later."""
+    killed: list[str] = []
+    killed_at: list[float] = []
+    restarts: list[asyncio.Task] = []
+    async with TurnoutClient(stack.settings.kafka) as client:
+        step = max(1, PACE_PER_S // 10)
+        start = time.monotonic()
+        for sent in range(0, len(requests), step):
+            share = sent / len(requests)
+            for point, name in FAULTS.items():
+                if name not in killed and share >= point:
+                    stack.kill(name)
+                    killed.append(name)
+                    killed_at.append(time.time())
+                    restarts.append(asyncio.create_task(restart_later(stack, name)))
+            await client.publish(requests[sent : sent + step])
+            await asyncio.sleep(max(0.0, start + (sent + step) / PACE_PER_S - time.monotonic()))
+        await asyncio.gather(*restarts)
+    return killed, killed_at
+
+
+async def restart_later(stack: DevStack, name: str) -> None:
+    await asyncio.sleep(1.0)
+    stack.restart(name)
+
+
+async def responses_by_id(settings, ids: set[str]) -> dict[str, list]:
+    """Every record on the responses topic for ``ids``, once all have one (or the deadline)
+    and a few seconds more for late duplicates: ``{id: [(timestamp_s, response), ...]}``."""
+    codec = codec_for(settings.kafka)
+    consumer = AIOKafkaConsumer(**client_options(settings.kafka, "crash-test"), enable_auto_commit=False)
+    await consumer.start()
+    found: dict[str, list] = collections.defaultdict(list)
+
+    async def read(timeout_ms: int) -> None:
+        for records in (await consumer.getmany(timeout_ms=timeout_ms)).values():
+            for record in records:
+                key = (record.key or b"").decode()
+                if key in ids:
+                    found[key].append((record.timestamp / 1000, codec.decode(record.value, InferenceResponse), record.partition))
+
+    try:
+        partitions = await partitions_of(settings.kafka, settings.topics.responses)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(found) < len(ids) and time.monotonic() < deadline:
+            await read(500)
+        await asyncio.sleep(3)  # a late duplicate would land now
+        await read(1000)
+        return found
+    finally:
+        await consumer.stop()
