@@ -178,3 +178,87 @@ async def test_duplicate_in_the_same_batch_is_served_once(settings):
         await deployment.backend.aclose()
     assert script.calls == 1
     assert sum(o.answered for o in outcomes) == 1
+
+
+# -- requests answered by another replica, read back from the topics (answered_seed) ---------
+
+
+def read_back(worker: ModelWorker, *, finished: set[str] = frozenset(), responded: set[str] = frozenset(), unrecorded: dict | None = None) -> None:
+    """What ``remember_answered`` stores from ``answered_seed.answered_since``."""
+    for key in finished:
+        worker.finished_before.add(key)
+    for request_id in responded:
+        worker.responded_before.add(request_id)
+    worker._unrecorded.update(unrecorded or {})
+
+
+async def serve_once(settings: Settings, worker: ModelWorker, slip: RoutedRequest) -> tuple[int, object]:
+    script = Script(ok())
+    deployment = deployment_for(settings, script)
+    try:
+        outcome = await worker._handle(record_of(worker, slip), deployment)
+    finally:
+        await deployment.backend.aclose()
+    return script.calls, outcome
+
+
+async def test_a_response_on_the_shared_topic_means_answered_and_a_final_event_alone_does_not(settings):
+    """On the shared responses topic the response itself is the mark: a final event without
+    it (never written in that order, but read back) does not stop the request being served."""
+    worker = ModelWorker(settings, "a")
+    shared = make_slip(make_request(id="on-shared"))
+    read_back(worker, responded={"on-shared"})
+    assert (await serve_once(settings, worker, shared))[0] == 0
+
+    only_event = make_slip(make_request(id="event-only"))
+    read_back(worker, finished={"event-only"})
+    assert (await serve_once(settings, worker, only_event))[0] == 1
+
+
+async def test_a_request_with_its_own_reply_topic_is_answered_when_its_final_event_is_there(settings):
+    worker = ModelWorker(settings, "a")
+    own = make_slip(make_request(id="own-topic", reply_topic="tt.replies.x"))
+    read_back(worker, responded={"own-topic"})  # a response of that id on the shared topic says nothing here
+    assert (await serve_once(settings, worker, own))[0] == 1
+    again = make_slip(make_request(id="own-topic-2", reply_topic="tt.replies.x"))
+    read_back(worker, finished={"own-topic-2"})
+    assert (await serve_once(settings, worker, again))[0] == 0
+
+
+async def test_a_shadow_copy_is_judged_by_its_own_final_event(settings):
+    worker = ModelWorker(settings, "a")
+    shadow = make_slip(make_request(id="shadowed"), shadow=True)
+    read_back(worker, finished={"shadowed"}, responded={"shadowed"})  # the real request's marks
+    assert (await serve_once(settings, worker, shadow))[0] == 1
+    read_back(worker, finished={"shadowed:shadow"})
+    worker.answered = type(worker.answered)(10)  # forget that this replica just served it
+    assert (await serve_once(settings, worker, shadow))[0] == 0
+
+
+async def test_a_response_whose_final_event_was_lost_gets_it_recorded_instead_of_a_second_call(settings):
+    worker = ModelWorker(settings, "a")
+    slip = make_slip(make_request(id="lost-event"))
+    response = InferenceResponse(id="lost-event", tenant="acme", status="ok", model="a", content="hi", cost_usd=0.01)
+    read_back(worker, responded={"lost-event"}, unrecorded={"lost-event": response})
+    calls, outcome = await serve_once(settings, worker, slip)
+    assert calls == 0
+    [published] = outcome.messages
+    assert published.topic == settings.topics.events and published.record.kind == "completion"
+    assert (published.record.request_id, published.record.cost_usd) == ("lost-event", 0.01)
+    calls, outcome = await serve_once(settings, worker, slip)  # recorded once only
+    assert calls == 0 and outcome.messages == []
+
+
+def test_final_events_are_split_off_to_be_sent_after_the_response():
+    from turnout.consumers.serving import Outcome, Publish
+    from turnout.consumers.worker import _final_events_last
+    from turnout.schemas.models import RoutingEvent
+
+    response = Publish("tt.responses", "r", InferenceResponse(id="r", tenant="t", status="ok"))
+    attempt = Publish("tt.events", "r", RoutingEvent(event_id="e1", request_id="r", tenant="t", kind="attempt"))
+    final = Publish("tt.events", "r", RoutingEvent(event_id="e2", request_id="r", tenant="t", kind="completion"))
+    first, then = _final_events_last(Outcome(messages=[final, response, attempt], answered=True))
+    assert first.messages == [response, attempt] and first.answered
+    assert then.messages == [final]
+    untouched = Outcome(messages=[response])
+    assert _final_events_last(untouched) == (untouched, Outcome())
