@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -72,6 +73,7 @@ def test_killed_processes_lose_nothing_and_answer_nothing_twice(crash_stack: Dev
 
 
 @pytest.mark.skipif(apache_kafka.unavailable() is not None, reason=f"Apache Kafka cannot run here: {apache_kafka.unavailable()}")
+@pytest.mark.skipif(os.environ.get("TURNOUT_DEV_KAFKA", "tansu") != "tansu", reason="starts its own three-node cluster: run once, in the default suite")
 def test_stopping_the_partition_leader_of_a_three_broker_cluster_loses_nothing(tmp_path):
     """Every topic replicated three times (two in sync required); the broker leading the
     requests topic's first partition is stopped a third of the way through the load and

@@ -28,7 +28,10 @@ from turnout.schemas.kafka import client_options, partitions_of
 from turnout.schemas.kafka_security import KafkaSecurity
 from turnout.schemas.settings import KafkaSettings
 
-pytestmark = pytest.mark.skipif(apache_kafka.unavailable() is not None, reason=f"Apache Kafka cannot run here: {apache_kafka.unavailable()}")
+pytestmark = [
+    pytest.mark.skipif(apache_kafka.unavailable() is not None, reason=f"Apache Kafka cannot run here: {apache_kafka.unavailable()}"),
+    pytest.mark.skipif(os.environ.get("TURNOUT_DEV_KAFKA", "tansu") != "tansu", reason="starts its own Apache Kafka: run once, in the default suite"),
+]
 
 CONFIG = Path(__file__).with_name("stack.toml")
 BACKEND_KEY = "sk-test-backend-4f1c9a7e0d2b"  # what the workers send the (simulated) provider
