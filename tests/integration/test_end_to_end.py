@@ -130,7 +130,7 @@ async def test_malformed_message_goes_to_the_dlq_and_the_next_is_served(stack):
     bad_key = f"broken-{uuid.uuid4().hex[:8]}"
     good = new_request("Hi there, thanks for the help!", "acme")
     async with TurnoutClient(stack.settings.kafka) as client:
-        await client.publish_raw(b"\x00\x01 this is not avro", key=bad_key.encode())
+        await client.submit_raw(b"\x00\x01 this is not avro", bad_key.encode(), TIMEOUT_S)  # awaited before it is published
         await client.publish([good])
         answers = await client.gather([bad_key, good.id], TIMEOUT_S)
 
