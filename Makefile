@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration test-apache-kafka apache-kafka dev install install-local-model local-model clean bench-route bench-stream bench-worker bench-analytics bench-batch bench-gateway bench-e2e bench-scale
+.PHONY: help demo test test-unit test-integration test-apache-kafka apache-kafka dev install install-local-model local-model clean bench-route bench-stream bench-worker bench-analytics bench-batch bench-gateway bench-e2e bench-scale soak
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ bench-e2e: $(BENCH_STAMP) ## benchmark the whole flow at a steady rate beside ca
 
 bench-scale: $(BENCH_STAMP) ## benchmark throughput against worker and router replicas (1, 2, 3 workers; 2 routers), and a replica of each leaving mid-load
 	$(BIN)/python bench/bench_scale.py $(BENCH_ARGS)
+
+soak: $(BENCH_STAMP) ## at least 10 minutes at a steady rate with backend faults and worker kills; memory per process and lag per group, fails on unbounded growth (not part of make test)
+	$(BIN)/python bench/soak.py $(BENCH_ARGS)
 
 bench-gateway: $(BENCH_STAMP) ## benchmark the latency `turnout gateway` adds over publishing with TurnoutClient, at a stated rate (ms p50/p99)
 	$(BIN)/python bench/bench_gateway.py $(BENCH_ARGS)
