@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import percentile  # noqa: E402
+from harness import one_model_config, percentile  # noqa: E402
 from runinfo import revision  # noqa: E402
 
 from turnout.producers.client import TurnoutClient, new_request  # noqa: E402
@@ -48,27 +48,7 @@ TENANT = "bench"
 
 
 def config(latency_ms: float) -> str:
-    return f"""
-[kafka]
-topic_prefix = "e2ebench"
-partitions = 3
-
-[fleet.small]
-provider = "simulated"
-served_model = "sim-small"
-concurrency = 256
-
-[[routes]]
-model = "small"
-
-[worker]
-cache_enabled = false
-
-[simulator.default]
-latency_distribution = "fixed"
-latency_ms = {latency_ms}
-output_tokens = 16
-"""
+    return one_model_config("e2ebench", latency_ms, concurrency=256)
 
 
 class Paths:

@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import percentile  # noqa: E402
+from harness import one_model_config, percentile  # noqa: E402
 from runinfo import revision  # noqa: E402
 
 from turnout.gateway.keys import key_hash, new_key  # noqa: E402
@@ -49,32 +49,13 @@ TENANT = "bench"
 
 
 def config(latency_ms: float) -> str:
-    return f"""
-[kafka]
-topic_prefix = "gwbench"
-partitions = 3
-
-[fleet.small]
-provider = "simulated"
-served_model = "sim-small"
-concurrency = 64
-
-[[routes]]
-model = "small"
-
-[worker]
-cache_enabled = false
-
-[simulator.default]
-latency_distribution = "fixed"
-latency_ms = {latency_ms}
-output_tokens = 16
-
+    keys = f"""
 [[gateway.keys]]
 hash = "{key_hash(KEY)}"
 tenant = "{TENANT}"
 name = "bench"
 """
+    return one_model_config("gwbench", latency_ms, extra=keys)
 
 
 class Paths:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import one_model_config  # noqa: E402
 from runinfo import revision  # noqa: E402
 
 from turnout.admin import wait_for_groups  # noqa: E402
@@ -43,27 +44,7 @@ from turnout.streams.app import requests_group  # noqa: E402
 
 
 def config(latency_ms: float, concurrency: int) -> str:
-    return f"""
-[kafka]
-topic_prefix = "scalebench"
-partitions = 6
-
-[fleet.small]
-provider = "simulated"
-served_model = "sim-small"
-concurrency = {concurrency}
-
-[[routes]]
-model = "small"
-
-[worker]
-cache_enabled = false
-
-[simulator.default]
-latency_distribution = "fixed"
-latency_ms = {latency_ms}
-output_tokens = 16
-"""
+    return one_model_config("scalebench", latency_ms, concurrency=concurrency, partitions=6)
 
 
 async def burst(stack: DevStack, n: int, label: str, during=None) -> tuple[float, int]:

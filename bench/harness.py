@@ -51,6 +51,33 @@ def compression_codec(compression: str) -> str | None:
     return None if compression == "none" else compression
 
 
+def one_model_config(prefix: str, latency_ms: float, *, concurrency: int = 64, partitions: int = 3, extra: str = "") -> str:
+    """The stack benchmarks' configuration: one simulated model, ``small``, answering after a
+    fixed ``latency_ms`` with 16 output tokens, every request routed to it, the response
+    cache off so each is served; ``extra`` TOML is appended (gateway keys, say)."""
+    return f"""
+[kafka]
+topic_prefix = "{prefix}"
+partitions = {partitions}
+
+[fleet.small]
+provider = "simulated"
+served_model = "sim-small"
+concurrency = {concurrency}
+
+[[routes]]
+model = "small"
+
+[worker]
+cache_enabled = false
+
+[simulator.default]
+latency_distribution = "fixed"
+latency_ms = {latency_ms}
+output_tokens = 16
+{extra}"""
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (``p`` in 0..100) of ``values``; NaN when empty."""
     if not values:
