@@ -65,52 +65,54 @@ async def answered_since(settings: Settings, codec: AvroCodec, model_partitions:
     answered = Answered()
     refused: set[str] = set()  # the router answered these itself: no worker records them
     wanted = set(model_partitions)
-    async for record in _records_since(settings, settings.topics.events, wanted, model_partition_count, since_ms):
-        try:
-            event = codec.decode(record.value or b"", RoutingEvent)
-        except DecodeError:
-            continue  # the sink dead-letters it; it answers nothing here
-        if event.kind in FINAL_KINDS:
-            answered.finished.add(dedup_key(event.request_id, event.shadow))
-        elif event.kind == "rejected":
-            refused.add(event.request_id)
-    async for record in _records_since(settings, settings.topics.responses, wanted, model_partition_count, since_ms):
-        if not record.key:
-            continue
-        request_id = record.key.decode("utf-8", "replace")
-        answered.responded.add(request_id)
-        if request_id not in answered.finished and request_id not in refused:
+    consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, "worker-seed", None))
+    await consumer.start()
+    try:
+        async for record in _records_since(consumer, settings, settings.topics.events, wanted, model_partition_count, since_ms):
             try:
-                answered.unrecorded[request_id] = codec.decode(record.value or b"", InferenceResponse)
+                event = codec.decode(record.value or b"", RoutingEvent)
             except DecodeError:
-                pass
+                continue  # the sink dead-letters it; it answers nothing here
+            if event.kind in FINAL_KINDS:
+                answered.finished.add(dedup_key(event.request_id, event.shadow))
+            elif event.kind == "rejected":
+                refused.add(event.request_id)
+        async for record in _records_since(consumer, settings, settings.topics.responses, wanted, model_partition_count, since_ms):
+            if not record.key:
+                continue
+            request_id = record.key.decode("utf-8", "replace")
+            answered.responded.add(request_id)
+            if request_id not in answered.finished and request_id not in refused:
+                try:
+                    answered.unrecorded[request_id] = codec.decode(record.value or b"", InferenceResponse)
+                except DecodeError:
+                    pass
+    finally:
+        await consumer.stop()
     for request_id in answered.finished & answered.unrecorded.keys():  # its event came later on
         del answered.unrecorded[request_id]
     return answered
 
 
-async def _records_since(settings: Settings, topic: str, wanted: set[int], model_partition_count: int, since_ms: int) -> AsyncIterator[ConsumerRecord]:
+async def _records_since(
+    consumer: AIOKafkaConsumer, settings: Settings, topic: str, wanted: set[int], model_partition_count: int, since_ms: int
+) -> AsyncIterator[ConsumerRecord]:
     """The records of ``topic`` since ``since_ms`` on the partitions numbered ``wanted``
-    (on every partition when ``topic`` is not partitioned like the model topic)."""
-    kafka = settings.kafka
-    partitions = await partitions_of(kafka, topic)
+    (on every partition when ``topic`` is not partitioned like the model topic), read by
+    ``consumer``, which is assigned those partitions for the purpose."""
+    partitions = await partitions_of(settings.kafka, topic)
     if len(partitions) == model_partition_count:
         partitions = [tp for tp in partitions if tp.partition in wanted]
     if not partitions:
         return
-    consumer = AIOKafkaConsumer(**consumer_options(kafka, "worker-seed", None))
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
-        ends = await consumer.end_offsets(partitions)
-        for tp in partitions:
-            found = starts.get(tp)
-            consumer.seek(tp, found.offset if found is not None else ends[tp])
-        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                for record in batch:
-                    if record.timestamp >= since_ms:
-                        yield record
-    finally:
-        await consumer.stop()
+    consumer.assign(partitions)
+    starts = await consumer.offsets_for_times({tp: since_ms for tp in partitions})
+    ends = await consumer.end_offsets(partitions)
+    for tp in partitions:
+        found = starts.get(tp)
+        consumer.seek(tp, found.offset if found is not None else ends[tp])
+    while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
+        for batch in (await consumer.getmany(timeout_ms=500)).values():
+            for record in batch:
+                if record.timestamp >= since_ms:
+                    yield record

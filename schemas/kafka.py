@@ -7,9 +7,9 @@ workers, the sink and the client SDK must all agree on them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
@@ -64,6 +64,14 @@ def producer_options(kafka: KafkaSettings, role: str) -> dict[str, Any]:
 
 
 _GRANTED: dict[str, bool] = {}
+T = TypeVar("T")
+
+
+def run_in_own_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on a loop of its own in a thread and wait for it: callable from
+    sync code and from inside a running loop alike (a producer built in a coroutine)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def idempotent_producers(kafka: KafkaSettings) -> bool:
@@ -74,8 +82,7 @@ def idempotent_producers(kafka: KafkaSettings) -> bool:
     if kafka.idempotence != "auto":
         return kafka.idempotence == "on"
     if kafka.bootstrap_servers not in _GRANTED:
-        with ThreadPoolExecutor(1) as pool:  # callable from inside a running event loop
-            granted = pool.submit(asyncio.run, _broker_grants_producer_id(kafka)).result()
+        granted = run_in_own_loop(_broker_grants_producer_id(kafka))
         if granted is None:
             return False
         _GRANTED[kafka.bootstrap_servers] = granted

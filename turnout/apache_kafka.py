@@ -16,7 +16,6 @@ and tied to its parent like every child of the dev stack.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import shutil
@@ -25,13 +24,14 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
+
+from turnout.schemas.kafka import run_in_own_loop
 
 from .embedded import die_with_parent, free_port, stop_process, wait_for_port
 
@@ -66,13 +66,6 @@ logger.kafka.level = info
 logger.state.name = state.change.logger
 logger.state.level = warn
 """
-
-
-def _run_async(coroutine: Coroutine[object, object, int]) -> int:
-    """Run ``coroutine`` on a loop of its own in a thread: callable from sync code and
-    from inside a running loop (an async test's fixture) alike."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def _broker_count(bootstrap_servers: str) -> int:
@@ -219,7 +212,7 @@ class ApacheKafkaCluster:
         deadline = time.monotonic() + timeout_s
         seen = 0
         while time.monotonic() < deadline:
-            seen = _run_async(_broker_count(self.bootstrap_servers))
+            seen = run_in_own_loop(_broker_count(self.bootstrap_servers))
             if seen >= count:
                 return
             time.sleep(0.2)

@@ -3,6 +3,7 @@ aiokafka and faust, and the precise refusals of combinations that cannot connect
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def test_faust_gets_the_same_credentials() -> None:
 
 
 def test_security_comes_from_the_environment_and_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in __import__("os").environ if n.startswith("TURNOUT_")]:
+    for name in [n for n in os.environ if n.startswith("TURNOUT_")]:
         monkeypatch.delenv(name)
     path = tmp_path / "turnout.toml"
     path.write_text(MINIMAL)
