@@ -27,14 +27,20 @@ delivery: a producer that resends after a lost acknowledgement, and this sink it
 which replays whatever it inserted but had not committed when it crashed or lost its
 partitions. So the sink drops a row whose id it has already inserted, or already holds
 in the batch (``dedup.RecentIds``, at most ``sink.dedup_max_ids`` ids per table). The
-memory is seeded from ClickHouse with the ids inserted in the last
-``sink.dedup_window_s`` seconds whenever partitions are assigned (at start-up and after
+memory is seeded from ClickHouse with the ids inserted in the ``sink.dedup_window_s``
+seconds up to the newest insert whenever partitions are assigned (at start-up and after
 a rebalance), because a replay is exactly the rows a previous owner inserted just before
 it stopped. A copy older than the window is still collapsed by ``FINAL``, not in the
 rollups. An insert retried after a failure first asks the table which of its ids are
 there already: a timeout may hide an insert that landed. ClickHouse's own insert
 deduplication does not help here: it matches whole identical blocks, and a replay is
 batched differently.
+
+The other way round, a row in the raw table that the rollups never counted: the views'
+parts are not written atomically with the raw part, so a sink killed between them
+leaves such rows, and the replay skips them as inserted. After the same seeding, and
+after a retried insert found rows already there, the sink checks the derived tables
+against the recent raw rows and rebuilds the buckets that disagree (``repair.py``).
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from turnout.schemas.settings import Settings
 from .avro_fields import UnsupportedSchema
 from .dedup import RecentIds
 from .passthrough import AvroPassThrough, AvroRows
+from .repair import Repairer, RepairReport
 from .rows import Columns, RecordReader, model_datum
 from .store import migrate, open_client
 
@@ -240,6 +247,9 @@ class EventsSink:
         self._storing: asyncio.Task[None] | None = None  # the previous batch: its inserts, then its commit
         self._storing_rows = 0
         self._producer: AIOKafkaProducer | None = None
+        self._repairer = Repairer(client, settings.clickhouse.database)
+        self.last_repair: RepairReport | None = None  # the last check of the derived tables
+        self.mended = 0  # checks that rebuilt something
 
     def stop(self) -> None:
         """Finish: drain the topics up to their current end, flush, commit, return."""
@@ -268,6 +278,8 @@ class EventsSink:
                 if self._reseed.pending:  # before any record of the new assignment is judged
                     self._reseed.pending = False
                     await self._load_recent_ids()
+                    await self._stored()  # its rows are in, so that the check below does not race this sink's own insert
+                    await self._repair_derived()
                 for tp, records in batches.items():
                     table = self.tables[tp.topic]
                     for record in records:
@@ -356,6 +368,8 @@ class EventsSink:
         await self._retrying(f"insert of {len(columns)} rows into {table.name}", insert)
         self.inserted += insert.inserted
         self.duplicates += insert.landed
+        if insert.landed:  # an earlier attempt landed, perhaps in the raw table only
+            await self._repair_derived()
 
     async def _dead_letter(self, table: _Table, record: Any, exc: DecodeError) -> None:
         assert self._producer is not None
@@ -368,23 +382,46 @@ class EventsSink:
         if window_s <= 0:
             return
         for table in self.tables.values():
-            sql = (
+            sql = (  # counted back from the newest insert: a sink down for longer than the window replays what it inserted last
                 f"SELECT {table.stream.id_column} FROM {table.name} "
-                f"WHERE inserted_at >= now64(3) - toIntervalMillisecond({int(window_s * 1000)}) "
+                f"WHERE inserted_at >= (SELECT max(inserted_at) FROM {table.name}) - toIntervalMillisecond({int(window_s * 1000)}) "
                 f"ORDER BY inserted_at DESC LIMIT {table.recent.max_ids}"
             )
             result = await self._retrying(f"loading the ids recently inserted into {table.name}", self.client.query, sql)
             table.recent.update(row[0] for row in reversed(result.result_rows))  # oldest first
             log.info("remembering %d ids recently inserted into %s", len(table.recent), table.name)
 
+    async def _repair_derived(self) -> None:
+        """Rebuild what the materialized views missed of the recent raw rows: an insert
+        that died between the raw part and the views' parts (``repair.py``)."""
+        sink = self.settings.sink
+        if not sink.repair_derived or sink.dedup_window_s <= 0:
+            return
+        try:
+            report = await self._retrying(
+                "checking the derived tables against the recent events", self._repairer.repair, sink.dedup_window_s,
+                give_up_on=(LookupError, ValueError),  # a view missing or redefined: no retry will change that
+            )
+        except (LookupError, ValueError) as exc:
+            log.error("the derived tables were not checked: %s", exc)
+            return
+        self.last_repair = report
+        self.mended += report.mended
+        (log.warning if report.mended else log.info)("%s", report)
+
     @staticmethod
-    async def _retrying(what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _retrying(
+        what: str, call: Callable[..., T], *args: Any, give_up_on: tuple[type[Exception], ...] = (), **kwargs: Any
+    ) -> T:
         """``call`` in a thread until it succeeds: the store is down or refusing, so keep
-        what we hold, wait (backing off up to 30 s), try again."""
+        what we hold, wait (backing off up to 30 s), try again; ``give_up_on`` errors are
+        raised at once, being no outage."""
         delay = 0.5
         while True:
             try:
                 return await asyncio.to_thread(call, *args, **kwargs)
+            except give_up_on:
+                raise
             except Exception as exc:
                 log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
                 await asyncio.sleep(delay)

@@ -176,7 +176,8 @@ class SinkSettings(Section):
     dedup_window_s: float = Field(
         default=900.0,
         ge=0,
-        description="at start-up (and on every partition assignment) the sink loads the ids inserted in the last dedup_window_s seconds "
+        description="at start-up (and on every partition assignment) the sink loads the ids inserted in the dedup_window_s seconds up to "
+        "the newest insert (so that a sink down for longer still knows what it inserted last) "
         "and drops records carrying one of them, so that a replay after a crash or a rebalance never reaches the rollups twice; 0 loads none",
     )
     dedup_max_ids: int = Field(
@@ -184,6 +185,12 @@ class SinkSettings(Section):
         ge=1,
         description="the most ids remembered per table (the oldest are forgotten first): the bound on the sink's memory for deduplication, "
         "about 100 bytes per id; keep it above the rows a dedup_window_s holds at peak",
+    )
+    repair_derived: bool = Field(
+        default=True,
+        description="on every partition assignment, and after an insert found some of its rows stored already, compare the rollups, "
+        "latency states and request sample with the raw events inserted in the last dedup_window_s seconds and rebuild the buckets "
+        "that disagree: a sink killed mid-insert can leave raw rows that the materialized views never saw (analytics/repair.py)",
     )
 
 

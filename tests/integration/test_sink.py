@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from derived_counts import derived_completions, expected_completions
 from fastavro import schemaless_writer
 
 from turnout.admin import create_topics
@@ -238,6 +239,79 @@ async def test_an_insert_that_landed_but_timed_out_is_not_inserted_again(sink_en
     assert lost.refused == 1
     assert plain_counts(client, settings) == 30
     assert rollup_events(client, settings) == 30
+
+
+class ViewsLostMidInsert(NeverCommits):
+    """A sink killed after its insert wrote the raw part, before the parts of ``views``:
+    while it inserts, those views are detached, as if their parts never reached disk."""
+
+    def __init__(self, settings, client, views: list[str]) -> None:
+        super().__init__(settings, client)
+        self.views = [f"{settings.clickhouse.database}.{view}" for view in views]
+
+    async def _store(self, batch, consumer) -> None:
+        for view in self.views:
+            self.client.command(f"DETACH TABLE {view}")
+        try:
+            await super()._store(batch, consumer)
+        finally:
+            for view in self.views:
+                self.client.command(f"ATTACH TABLE {view}")
+
+
+async def test_raw_rows_the_views_never_saw_are_rebuilt_by_the_restarted_sink(sink_env):
+    settings, client = sink_env
+    db = settings.clickhouse.database
+    await publish(settings, events(40))
+    first = EventsSink(settings, client)
+    await run_until(first, lambda: first.inserted >= 40)  # stored and committed, views and all
+    await publish(settings, events(60, start=40))
+    crashed = ViewsLostMidInsert(settings, client, ["routing_rollup_1m_mv", "request_sample_events_mv"])
+    await run_until(crashed, lambda: crashed.inserted >= 60)
+    assert count(client, settings) == 100  # the raw part landed...
+    short = derived_completions(client, db)
+    assert short["routing_rollup_1m"] == short["routing_latency"] == short["request_sample_events"] == 40  # ...those views' parts did not
+    assert short["routing_rollup_1h"] == 100  # this one's did
+
+    restarted = EventsSink(settings, client)  # replays the 60, skips them as inserted, and checks the views
+    await run_until(restarted, lambda: restarted.duplicates >= 60)
+
+    assert restarted.inserted == 0 and await committed_total(settings) == 100
+    assert derived_completions(client, db) == expected_completions(client, db)
+    assert expected_completions(client, db)["routing_rollup_1m"] == 100
+    assert restarted.mended == 1 and restarted.last_repair is not None
+    assert restarted.last_repair.rebuilt_buckets.keys() == {"routing_rollup_1m", "routing_latency"}
+    assert restarted.last_repair.restored_rows["request_sample_events"] == 60
+
+
+class LostViewsAndAnswer(LostAnswerClient):
+    """Its first insert reaches the raw table only, then fails as if timed out."""
+
+    def __init__(self, client, database: str) -> None:
+        super().__init__(client, failures=1)
+        self.view = f"{database}.routing_rollup_1m_mv"
+
+    def raw_insert(self, *args, **kwargs):
+        if self.refused:
+            return self._client.raw_insert(*args, **kwargs)
+        self._client.command(f"DETACH TABLE {self.view}")
+        try:
+            self._client.raw_insert(*args, **kwargs)
+        finally:
+            self._client.command(f"ATTACH TABLE {self.view}")
+        self._lose_answer()
+
+
+async def test_an_insert_that_landed_without_its_views_is_mended_when_retried(sink_env):
+    settings, client = sink_env
+    await publish(settings, events(30))
+    lost = LostViewsAndAnswer(client, settings.clickhouse.database)
+    sink = EventsSink(settings, lost)  # type: ignore[arg-type]
+    await run_until(sink, lambda: lost.refused >= 1 and not sink._pending and sink.inserted + sink.duplicates >= 30)
+    assert sink.duplicates == 30  # the retry found every row stored
+    counted = derived_completions(client, settings.clickhouse.database)
+    assert counted["routing_rollup_1m"] == counted["routing_latency"] == 30
+    assert sink.mended == 1 and sink.last_repair.rebuilt_buckets == {"routing_rollup_1m": 1}  # the latency states came with it
 
 
 async def test_feedback_lands_in_clickhouse_once(sink_env):

@@ -133,7 +133,7 @@ def test_the_009_upgrade_fills_the_latency_breakdowns_and_the_request_sample(cli
     shadow = [e.model_copy(update={"event_id": f"s{e.event_id}", "shadow": True}) for e in before[:30]]
     decisions = [e.model_copy(update={"event_id": f"d{e.event_id}", "kind": "decision"}) for e in before[:30]]
     insert(client, before + shadow + decisions)
-    assert migrate(client, DB) == ["009_latency_breakdowns_and_request_sample"]
+    assert migrate(client, DB) == ["009_latency_breakdowns_and_request_sample", "010_latency_counts"]
     assert migrate(client, DB) == []
     after = [e.model_copy(update={"event_id": f"n{e.event_id}", "request_id": f"n{e.request_id}"}) for e in generated_events(600, seed=12)]
     insert(client, after)
@@ -159,3 +159,24 @@ def test_the_009_upgrade_fills_the_latency_breakdowns_and_the_request_sample(cli
         assert all(seconds % period_s == 0 for (seconds,) in periods)  # whole buckets of their length
     assert {row[0] for row in client.query(f"SELECT DISTINCT toUnixTimestamp(period) FROM {DB}.routing_latency WHERE period_s = 3600").result_rows} == {
         int(T0.replace(minute=0).timestamp()), int(T0.replace(minute=0).timestamp()) + 3600}  # the events cross 10:00
+
+
+def test_the_010_upgrade_counts_the_completions_of_every_latency_state(client):
+    """A store as release 009 left it: migration 010 gives every latency state the count of
+    completions it holds (rebuilt from the per-minute rollup), and later inserts count too."""
+    migrate(client, DB, upto=9)
+    before = generated_events(500, seed=13)
+    insert(client, before)
+    assert migrate(client, DB) == ["010_latency_counts"]
+    after = [e.model_copy(update={"event_id": f"n{e.event_id}"}) for e in generated_events(500, seed=14)]
+    insert(client, after)
+
+    completions = [e for e in before + after if e.kind == "completion"]
+    for period_s in (60, 3600, 21600):
+        counts = dict(client.query(f"SELECT dimension || ':' || key, sum(events) FROM {DB}.routing_latency "
+                                   f"WHERE period_s = {period_s} GROUP BY ALL").result_rows)
+        expected = {"all:": len(completions)}
+        for dimension in ("route", "model", "tenant"):
+            for e in completions:
+                expected[f"{dimension}:{getattr(e, dimension)}"] = expected.get(f"{dimension}:{getattr(e, dimension)}", 0) + 1
+        assert counts == expected, period_s
