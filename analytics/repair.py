@@ -147,18 +147,22 @@ class Repairer:
         self._selects: dict[str, str] = {}
 
     def view_select(self, derived: Derived) -> str:
-        if derived.view not in self._selects:
-            rows = self.client.query(
-                "SELECT as_select FROM system.tables WHERE database = {db:String} AND name = {view:String}",
-                parameters={"db": self.database, "view": derived.view},
-            ).result_rows
-            if not rows:
-                raise LookupError(f"no view {self.database}.{derived.view}: run `turnout migrate` first")
-            self._selects[derived.view] = rows[0][0]
+        """The ``SELECT`` of ``derived.view``, as ClickHouse stores it; ``LookupError``
+        naming every view of ``DERIVED`` the store lacks (not migrated)."""
+        if not self._selects:
+            self._selects = dict(self.client.query(
+                "SELECT name, as_select FROM system.tables WHERE database = {db:String} AND engine = 'MaterializedView'",
+                parameters={"db": self.database},
+            ).result_rows)
+        missing = [d.view for d in DERIVED if d.view not in self._selects]
+        if missing:
+            self._selects = {}  # ask again next time: a migration may have run meanwhile
+            raise LookupError(f"{self.database} has no view {', '.join(missing)}: run `turnout migrate` first")
         return self._selects[derived.view]
 
     def repair(self, window_s: float, max_rounds: int = 3) -> RepairReport:
         report = RepairReport()
+        self.view_select(DERIVED[0])  # the store is migrated, or say so before reading anything
         minutes = recent_minutes(self.client, self.database, window_s)
         report.checked_minutes = len(minutes)
         if not minutes:

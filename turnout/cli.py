@@ -211,6 +211,28 @@ since_option = click.option("--since", default="24h", show_default=True, callbac
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
 
 
+@cli.command()
+@config_option
+@click.option("--since", default="24h", show_default=True, callback=_duration, help="how far back, from the newest insert: 90s, 15m, 1h, 7d")
+def repair(config: str | None, since) -> None:
+    """Rebuild what the rollups, latency states and request sample miss of the raw events.
+
+    The sink does this by itself, for the sink.dedup_window_s seconds up to the newest
+    insert, whenever it gets partitions; this reaches further back: a gap left by a
+    replica killed mid-insert while others kept inserting for longer than the window,
+    or a store whose sinks run with sink.repair_derived off. Stop the sink first when
+    the store is embedded chDB."""
+    from turnout.analytics.repair import repair as mend
+
+    settings = _settings(config)
+    with _open_store(settings) as client:
+        try:
+            report = mend(client, settings.clickhouse.database, since.total_seconds())
+        except (LookupError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+    console.print(str(report))
+
+
 @cli.group("analytics")
 def analytics_group() -> None:
     """Spend, savings, latency and quality from the routing events (SQL in analytics/queries/)."""

@@ -6,13 +6,18 @@ touched."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from test_store import DB, generated_events, insert
 
 from turnout.analytics.repair import DERIVED, Repairer, repair
 from turnout.analytics.sink import COLUMNS, event_row
 from turnout.analytics.store import migrate
+from turnout.cli import cli
+
+CONFIG = Path(__file__).with_name("stack.toml")
 
 
 @pytest.fixture
@@ -102,3 +107,17 @@ def test_every_view_is_known_and_reads_its_source_once(client):
     assert views == {d.view for d in DERIVED}, "a new materialized view must be listed in repair.DERIVED"
     for derived in DERIVED:
         assert f"FROM {DB}.{derived.source}" in repairer.view_select(derived)
+
+
+def test_the_repair_command_reaches_as_far_back_as_asked(client, tmp_path):
+    insert(client, generated_events(300, seed=25))
+    client.command(f"DELETE FROM {DB}.routing_rollup_1h WHERE 1")
+    env = {"TURNOUT_CLICKHOUSE__DSN": f"chdb://{tmp_path / 'chdb'}", "TURNOUT_CLICKHOUSE__DATABASE": DB}
+    mended = CliRunner().invoke(cli, ["repair", "--config", str(CONFIG), "--since", "1h"], env=env)
+    assert mended.exit_code == 0, mended.output
+    assert "routing_rollup_1h: 2 buckets rebuilt" in mended.output  # the events cross 10:00
+    assert client.query(f"SELECT sum(events) FROM {DB}.routing_rollup_1h").result_rows[0][0] == 300
+    again = CliRunner().invoke(cli, ["repair", "--config", str(CONFIG), "--since", "1h"], env=env)
+    assert "every derived table agrees" in again.output
+    missing = CliRunner().invoke(cli, ["repair", "--config", str(CONFIG)], env={**env, "TURNOUT_CLICKHOUSE__DATABASE": "nothing_here"})
+    assert missing.exit_code == 1 and "turnout migrate" in missing.output
