@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit test-integration test-apache-kafka apache-kafka dev install install-local-model local-model clean bench-route bench-stream bench-worker bench-analytics bench-batch bench-gateway bench-e2e bench-scale soak
+.PHONY: help demo test test-unit test-integration test-apache-kafka apache-kafka dev install install-local-model local-model clean bench-route bench-stream bench-worker bench-analytics bench-batch bench-gateway bench-e2e bench-scale bench-repair soak
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ bench-batch: $(BENCH_STAMP) ## benchmark `turnout batch submit` of 100,000 lines
 
 bench-e2e: $(BENCH_STAMP) ## benchmark the whole flow at a steady rate beside calling the backend directly (ms added p50/p99), and the highest rate held without growing lag
 	$(BIN)/python bench/bench_e2e.py $(BENCH_ARGS)
+
+bench-repair: $(BENCH_STAMP) ## benchmark the sink's check of the derived tables over 10 million events, and mending a lost insert beside rebuilding them all (ms)
+	$(BIN)/python bench/bench_repair.py $(BENCH_ARGS)
 
 bench-scale: $(BENCH_STAMP) ## benchmark throughput against worker and router replicas (1, 2, 3 workers; 2 routers), and a replica of each leaving mid-load
 	$(BIN)/python bench/bench_scale.py $(BENCH_ARGS)

@@ -195,13 +195,13 @@ async def run_sink(settings: Any, env: dict[str, str], workdir: Path, n: int, ti
 FILL_SQL = """
 INSERT INTO {db}.routing_events
     (event_id, request_id, tenant, kind, ts, route, model, provider, policy_version, task_type, status, error_kind,
-     input_tokens, output_tokens, cost_usd, latency_ms, attempt, fallback_depth, validation, cache_hit, shadow)
+     input_tokens, output_tokens, cost_usd, latency_ms, attempt, fallback_depth, validation, cache_hit, shadow, inserted_at)
 SELECT
     concat('ev-', toString(number))                                   AS event_id,
     concat('rq-', toString(intDiv(number, 3)))                        AS request_id,
     ['acme','globex','initech','umbrella','hooli','stark','wayne'][1 + number % 7] AS tenant,
     ['decision','attempt','completion','attempt','completion','failure'][1 + (cityHash64(number) % 6)] AS kind,
-    now64(3) - toIntervalMillisecond(cityHash64(number, 1) % ({days} * 86400000)) AS ts,
+    now64(3) - toIntervalMillisecond(cityHash64(number, 1) % {span_ms}) AS ts,
     ['default','code','long-code','long-summaries','cascade'][1 + number % 5] AS route,
     ['small','medium','large','private'][1 + cityHash64(number, 2) % 4] AS model,
     'simulated'                                                        AS provider,
@@ -217,9 +217,16 @@ SELECT
     toUInt8(cityHash64(number, 7) % 20 = 0)                            AS fallback_depth,
     ['','','passed','repaired','failed'][1 + cityHash64(number, 8) % 5] AS validation,
     toUInt8(cityHash64(number, 9) % 10 = 0)                            AS cache_hit,
-    toUInt8(0)                                                         AS shadow
+    toUInt8(0)                                                         AS shadow,
+    ts                                                                 AS inserted_at  -- stored as it happened
 FROM numbers({start}, {count})
 """
+
+def fill_sql(start: int, count: int, span_ms: int) -> str:
+    """Insert events ``start`` to ``start + count`` of the synthetic stream, their times
+    spread over the ``span_ms`` milliseconds up to now."""
+    return FILL_SQL.replace("{db}", DATABASE).replace("{span_ms}", str(span_ms)).replace("{start}", str(start)).replace("{count}", str(count))
+
 
 PARAMETER = re.compile(r"\{(\w+):([^}]+)\}")
 # what the materialized views fill from the raw events (migrations 005 and 009)
@@ -274,7 +281,7 @@ def queries_child(directory: str, rows: int, repeats: int, days: int) -> None:
     t = time.perf_counter()
     chunk = 2_000_000
     for start in range(0, rows, chunk):
-        client.command(FILL_SQL.replace("{db}", DATABASE).replace("{days}", str(days)).replace("{start}", str(start)).replace("{count}", str(min(chunk, rows - start))))
+        client.command(fill_sql(start, min(chunk, rows - start), span_ms=days * 86_400_000))
     fill_s = time.perf_counter() - t
     for table in DERIVED_TABLES:
         client.command(f"OPTIMIZE TABLE {DATABASE}.{table} FINAL")  # as background merges would have, given time
