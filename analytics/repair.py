@@ -224,9 +224,13 @@ class Repairer:
         return over_source(self.view_select(derived), self.database, derived, blocks)
 
     def _insert(self, derived: Derived, blocks: list[int], where: str) -> None:
-        rows = self._derived_rows(derived, blocks)
+        self.insert_rows(derived.target, self._derived_rows(derived, blocks), where)
+
+    def insert_rows(self, target: str, rows: str, where: str = "1") -> None:
+        """Insert into ``target`` the rows of the query ``rows`` that match ``where``, by
+        column name (as a view writes them), not by position."""
         columns = ", ".join(self.client.query(f"SELECT * FROM ({rows}) LIMIT 0").column_names)
-        self.client.command(f"INSERT INTO {self.database}.{derived.target} ({columns}) SELECT {columns} FROM ({rows}) WHERE {where}")
+        self.client.command(f"INSERT INTO {self.database}.{target} ({columns}) SELECT {columns} FROM ({rows}) WHERE {where}")
 
     def _counts(self, sql: str) -> dict[tuple[int, ...], int]:
         return {tuple(row[:-1]): row[-1] for row in self.client.query(sql).result_rows}

@@ -82,9 +82,7 @@ def full_rebuild(client: Any) -> None:
     for derived in DERIVED:
         if derived.source != RAW:
             continue  # filled through its view as its source is
-        select = repairer.view_select(derived).replace(f"FROM {DATABASE}.{RAW}", f"FROM {DATABASE}.{RAW} FINAL")
-        columns = ", ".join(client.query(f"SELECT * FROM ({select}) LIMIT 0").column_names)
-        client.command(f"INSERT INTO {DATABASE}.{derived.target} ({columns}) SELECT {columns} FROM ({select})")
+        repairer.insert_rows(derived.target, repairer.view_select(derived).replace(f"FROM {DATABASE}.{RAW}", f"FROM {DATABASE}.{RAW} FINAL"))
 
 
 def main() -> None:
