@@ -38,6 +38,7 @@ _ERRORS: dict[str, ErrorKind] = {
     "invalid_request": ErrorKind(400, "invalid_request_error", False),
     "no_capable_model": ErrorKind(400, "invalid_request_error", False),
     "unknown_model": ErrorKind(404, "invalid_request_error", False, "model"),
+    "unknown_reply_topic": ErrorKind(400, "invalid_request_error", False, "reply_topic"),
     "policy_refused": ErrorKind(403, "permission_error", False),
     "budget_exceeded": ErrorKind(429, "insufficient_quota", False),
     "rate_limited": ErrorKind(429, "rate_limit_error"),

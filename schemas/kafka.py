@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.errors import KafkaError, LeaderNotAvailableError, for_code
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from .settings import KafkaSettings
@@ -144,6 +145,32 @@ async def partitions_of(kafka: KafkaSettings, topic: str) -> list[TopicPartition
         return [TopicPartition(topic, partition) for partition in sorted(metadata.partitions_for_topic(topic) or ())]
     finally:
         await client.close()
+
+
+async def writable_topics(client: AIOKafkaClient, topics: Iterable[str], settle_s: float = 1.0) -> set[str]:
+    """Those of ``topics`` a producer can write to: they exist, or the broker creates them
+    on first use. Metadata requests naming them: a broker with
+    ``auto.create.topics.enable`` creates a topic it is asked about by name (Apache Kafka
+    4 still answers "unknown topic" to that first request, then lists it a moment later:
+    so a topic is asked about again for up to ``settle_s``); one without it answers
+    "unknown topic" every time.
+
+    Why not wait as the producer does: ``send`` to a topic that will never exist waits
+    ``request_timeout_ms`` (40 s) for its metadata, then fails, and a router or worker
+    replaying that message fails again, forever."""
+    missing, found = set(topics), set()
+    deadline = asyncio.get_running_loop().time() + settle_s
+    delay = 0.05
+    while missing:
+        response = await client.send(client.get_random_node(), MetadataRequest(sorted(missing), allow_auto_topic_creation=True))
+        answered = {entry[1] for entry in response.topics if entry[0] in (0, LeaderNotAvailableError.errno)}  # (error code, topic, ...)
+        found |= answered
+        missing -= answered
+        if not missing or asyncio.get_running_loop().time() + delay > deadline:
+            break
+        await asyncio.sleep(delay)
+        delay *= 2
+    return found
 
 
 def dlq_headers(reason: str, stage: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:

@@ -27,7 +27,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 
-from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options, start_producer
+from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options, start_producer, writable_topics
 from turnout.schemas.kafka_security import KafkaSecurity
 from turnout.schemas.models import RoutingEvent, utcnow
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
@@ -38,6 +38,7 @@ from .follow import follow
 from .handling import Outgoing, Source, route_message
 from .health import HealthView
 from .policy_store import PolicyStore
+from .reply_topics import ReplyTopics
 from .signals import warm_up
 from .spend import SpendView, billable, month_of, spend_key
 from .transport import RouterApp
@@ -181,6 +182,7 @@ class RequestLoop:
         await start_producer(producer, self.settings.required_topics())
         await self.state.policies.ready.wait()  # never route on a stale version after a restart
         await consumer.start()
+        reply_topics = ReplyTopics(lambda names: writable_topics(producer.client, names), known=self.settings.required_topics())
         in_flight: collections.deque[asyncio.Task[None]] = collections.deque()
         try:
             while True:
@@ -193,10 +195,20 @@ class RequestLoop:
                 if not batches:
                     continue
                 ctx = self.state.context()
-                sends = []
+                sends, unsure = [], []
                 for records in batches.values():
                     for record in records:
-                        for out in self._route(record, ctx):
+                        asked = reply_topics.asked_unsure
+                        outs = self._route(record, ctx, reply_topics)
+                        if reply_topics.asked_unsure > asked:
+                            unsure.append(record)  # names a reply topic not seen yet: routed once the broker has said
+                            continue
+                        for out in outs:
+                            sends.append(await producer.send(out.topic, out.value, key=out.key, headers=out.headers or None))
+                if unsure:
+                    await reply_topics.settle()  # one metadata request for the batch
+                    for record in unsure:
+                        for out in self._route(record, ctx, reply_topics):
                             sends.append(await producer.send(out.topic, out.value, key=out.key, headers=out.headers or None))
                 offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
                 previous = in_flight[-1] if in_flight else None
@@ -207,10 +219,10 @@ class RequestLoop:
             await consumer.stop()
             await producer.stop()
 
-    def _route(self, record, ctx: Context) -> list[Outgoing]:
+    def _route(self, record, ctx: Context, reply_topics: ReplyTopics | None = None) -> list[Outgoing]:
         source = Source(record.topic, record.partition, record.offset)
         try:
-            return route_message(record.key, record.value, source, self.codec, self.settings, ctx)
+            return route_message(record.key, record.value, source, self.codec, self.settings, ctx, reply_topics)
         except Exception:  # a bug must not stop the pipeline: log it and dead-letter the message
             log.exception("routing failed for %s[%s]@%s", record.topic, record.partition, record.offset)
             reason = "internal_error: the router failed on this message; see its logs"

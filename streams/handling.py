@@ -6,6 +6,7 @@ can be bad, is unit-tested without a broker.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from turnout.schemas.events import decision_event, error_response, rejected_event
@@ -39,7 +40,13 @@ class Source:
 
 
 def route_message(
-    key: bytes | None, value: bytes | None, source: Source, codec: AvroCodec, settings: Settings, ctx: Context | None = None
+    key: bytes | None,
+    value: bytes | None,
+    source: Source,
+    codec: AvroCodec,
+    settings: Settings,
+    ctx: Context | None = None,
+    reply_topic_writable: Callable[[str], bool] | None = None,
 ) -> list[Outgoing]:
     """Route one message from the requests topic.
 
@@ -48,6 +55,8 @@ def route_message(
     when it can be addressed (by the request's reply topic, else by the message key on
     the shared responses topic). A request whose tenant opted in to prompt storage
     (``[prompts]``) also sends its redacted text to the prompts topic, refused or not.
+    A request naming a reply topic that ``reply_topic_writable`` says no producer can
+    write to (``reply_topics.py``) is refused and answered on the shared responses topic.
     Never raises for bad input.
     """
     topics = settings.topics
@@ -57,6 +66,14 @@ def route_message(
     except DecodeError as exc:
         request_id = key.decode("utf-8", "replace") if key else ""
         return _reject(request_id, "", None, ErrorInfo(code="invalid_request", message=str(exc)), key, value, source, codec, settings, ctx.policy.version)
+    if request.reply_topic and reply_topic_writable is not None and not reply_topic_writable(request.reply_topic):
+        error = ErrorInfo(
+            code="unknown_reply_topic",
+            message=f"reply topic {request.reply_topic!r} does not exist and the broker does not create topics on first use: "
+            f"create it before publishing, or leave reply_topic unset for the shared {topics.responses}",
+            details={"reply_topic": request.reply_topic},
+        )
+        return _reject(request.id, request.tenant, None, error, key, value, source, codec, settings, ctx.policy.version)
     decision = decide(request, ctx, settings.router.default_deadline_s)
     kept = _kept_prompt(request, decision, codec, settings, ctx.policy.version)
     if decision.slip is None:

@@ -211,6 +211,33 @@ def test_refused_request_without_reply_topic_is_answered_on_the_shared_topic(set
     assert by_topic(outs)[f"{PREFIX}.dlq"].key is None
 
 
+def test_a_request_naming_a_reply_topic_nobody_can_write_to_is_answered_on_the_shared_topic(settings, codec) -> None:
+    request = make_request(CODE, id="req-rt", tenant="globex", reply_topic="globex.typo")
+    value = codec.encode(request)
+    asked: list[str] = []
+    outs = route_message(b"req-rt", value, SOURCE, codec, settings, reply_topic_writable=lambda topic: asked.append(topic) or False)
+    assert asked == ["globex.typo"]
+    assert [o.topic for o in outs] == [f"{PREFIX}.dlq", f"{PREFIX}.responses", f"{PREFIX}.events"]  # never the missing topic, no model topic
+    assert_dlq(outs[0], b"req-rt", value, "unknown_reply_topic: reply topic 'globex.typo' does not exist")
+    response = codec.decode(outs[1].value, InferenceResponse)
+    assert (response.id, response.tenant, response.error.code) == ("req-rt", "globex", "unknown_reply_topic")
+    assert response.error.details == {"reply_topic": "globex.typo"} and "create it before publishing" in response.error.message
+    assert codec.decode(outs[2].value, RoutingEvent).error_kind == "unknown_reply_topic"
+
+
+def test_a_writable_reply_topic_is_routed_and_no_reply_topic_is_not_asked_about(settings, codec) -> None:
+    asked: list[str] = []
+
+    def writable(topic: str) -> bool:
+        asked.append(topic)
+        return True
+
+    outs = route_message(b"a", codec.encode(make_request(CODE, id="a", reply_topic="globex.replies")), SOURCE, codec, settings, reply_topic_writable=writable)
+    assert [o.topic for o in outs] == [f"{PREFIX}.model.medium", f"{PREFIX}.events"]
+    route_message(b"b", codec.encode(make_request(CODE, id="b")), SOURCE, codec, settings, reply_topic_writable=writable)
+    assert asked == ["globex.replies"]
+
+
 def test_no_model_topic_is_written_for_bad_input(settings, codec) -> None:
     for key, value in [(b"a", b"junk"), (None, b"junk"), (b"b", codec.encode(make_request(model="huge")))]:
         outs = route_message(key, value, SOURCE, codec, settings)
