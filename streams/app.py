@@ -202,14 +202,12 @@ class RequestLoop:
                         outs = self._route(record, ctx, reply_topics)
                         if reply_topics.asked_unsure > asked:
                             unsure.append(record)  # names a reply topic not seen yet: routed once the broker has said
-                            continue
-                        for out in outs:
-                            sends.append(await producer.send(out.topic, out.value, key=out.key, headers=out.headers or None))
+                        else:
+                            sends += await _send(producer, outs)
                 if unsure:
                     await reply_topics.settle()  # one metadata request for the batch
                     for record in unsure:
-                        for out in self._route(record, ctx, reply_topics):
-                            sends.append(await producer.send(out.topic, out.value, key=out.key, headers=out.headers or None))
+                        sends += await _send(producer, self._route(record, ctx, reply_topics))
                 offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
                 previous = in_flight[-1] if in_flight else None
                 in_flight.append(asyncio.create_task(_commit_when_sent(consumer, sends, offsets, previous)))
@@ -228,6 +226,11 @@ class RequestLoop:
             reason = "internal_error: the router failed on this message; see its logs"
             headers = dlq_headers(reason, "router", record.topic, record.partition, record.offset)
             return [Outgoing(self.settings.topics.dlq, record.key, record.value or b"", headers)]
+
+
+async def _send(producer: AIOKafkaProducer, outs: list[Outgoing]) -> list[asyncio.Future]:
+    """Hand ``outs`` to the producer; their acknowledgements, to await before committing."""
+    return [await producer.send(out.topic, out.value, key=out.key, headers=out.headers or None) for out in outs]
 
 
 async def _commit_when_sent(consumer: AIOKafkaConsumer, sends: list, offsets: dict, previous: asyncio.Task[None] | None) -> None:
