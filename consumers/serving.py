@@ -443,6 +443,13 @@ def _move_on(outcome: Outcome, slip: RoutedRequest, deployment: Deployment, topi
     return _final(outcome, slip, deployment, topics, error_response(slip.request.id, slip.request.tenant, error, slip))
 
 
+def refuse_on_shared_topic(slip: RoutedRequest, deployment: Deployment, topics: Topics, error: ErrorInfo) -> Outcome:
+    """``slip`` answered with ``error`` without a call, on the shared responses topic: its
+    own reply topic cannot be written to (``schemas/reply_topics.py``)."""
+    shared = slip.model_copy(update={"request": slip.request.model_copy(update={"reply_topic": None})})
+    return _final(Outcome(), shared, deployment, topics, error_response(slip.request.id, slip.request.tenant, error, slip))
+
+
 def _final(outcome: Outcome, slip: RoutedRequest, deployment: Deployment, topics: Topics, response: InferenceResponse) -> Outcome:
     if not slip.shadow:  # a shadow copy is served and recorded, never returned
         outcome.messages.append(Publish(slip.request.reply_topic or topics.responses, slip.request.id, response))

@@ -37,9 +37,10 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from turnout.schemas.fleet import EMBEDDINGS
-from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options, start_producer
+from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options, start_producer, writable_topics
 from turnout.schemas.events import final_event
 from turnout.schemas.models import DeploymentHealth, InferenceResponse, ResponseChunk, RoutedRequest, RoutingEvent
+from turnout.schemas.reply_topics import ReplyTopics, unknown_reply_topic
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
 
@@ -50,7 +51,7 @@ from .cache import ResponseCache
 from .flow import AnsweredIds
 from .offsets import OffsetTracker
 from .ratelimit import RateLimitConfig, RateLimiter
-from .serving import DeadLetter, Deployment, Outcome, Publish, serve, streams
+from .serving import DeadLetter, Deployment, Outcome, Publish, refuse_on_shared_topic, serve, streams
 from .structured import StructuredChecker
 
 log = logging.getLogger("turnout.worker")
@@ -113,6 +114,7 @@ class ModelWorker:
         self._paused = False
         self._chunk = min(settings.worker.batch_size, max(1, self.max_in_flight // 2))  # room worth a fetch
         self._room_waiter: asyncio.Future[None] | None = None
+        self.reply_topics: ReplyTopics | None = None  # set once the producer can ask the broker
 
     def stop(self) -> None:
         self._stopping.set()
@@ -126,6 +128,7 @@ class ModelWorker:
         consumer.subscribe([self.topic], listener=_Rebalance(self, consumer, deployment))
         producer = AIOKafkaProducer(**producer_options(kafka, f"worker-{self.model_id}"))
         await start_producer(producer, self.settings.required_topics())
+        self.reply_topics = ReplyTopics(lambda names: writable_topics(producer.client, names), known=self.settings.required_topics())
         await consumer.start()
         log.info("worker %s consuming %s (at most %d requests in flight)", self.model_id, self.topic, self.max_in_flight)
         reporter = asyncio.create_task(self._report_health(consumer, producer, deployment))
@@ -247,6 +250,10 @@ class ModelWorker:
         if self.already_answered(slip) or request_id in self._in_flight:
             log.info("skipping %s: already answered or being served by this replica", request_id)
             return self._record_unrecorded(slip)
+        reply_topic = slip.request.reply_topic
+        if reply_topic and not slip.shadow and self.reply_topics is not None and not await self.reply_topics.check(reply_topic):
+            self.answered.add(request_id)
+            return self._refused_for_reply_topic(slip, record, deployment)
         self._in_flight.add(request_id)
         chunks = None
         if producer is not None and streams(slip):
@@ -259,6 +266,18 @@ class ModelWorker:
             self._in_flight.discard(request_id)
         if outcome.answered:
             self.answered.add(request_id)
+        return outcome
+
+    def _refused_for_reply_topic(self, slip: RoutedRequest, record: ConsumerRecord, deployment: Deployment) -> Outcome:
+        """A request whose reply topic cannot be written to (deleted after routing, or a
+        slip a tool wrote): answered on the shared responses topic without a call, and
+        dead-lettered, rather than served and then stuck on a send that never succeeds."""
+        topics = self.settings.topics
+        error = unknown_reply_topic(slip.request.reply_topic or "", topics.responses)
+        log.warning("refusing %s: %s", slip.request.id, error.message)
+        outcome = refuse_on_shared_topic(slip, deployment, topics, error)
+        headers = dlq_headers(f"{error.code}: {error.message}", STAGE, record.topic, record.partition, record.offset)
+        outcome.dead_letters.append(DeadLetter(topics.dlq, record.key, record.value or b"", headers))
         return outcome
 
     def _record_unrecorded(self, slip: RoutedRequest) -> Outcome:

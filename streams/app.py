@@ -30,6 +30,7 @@ from aiokafka.errors import CommitFailedError
 from turnout.schemas.kafka import consumer_options, dlq_headers, producer_options, start_producer, writable_topics
 from turnout.schemas.kafka_security import KafkaSecurity
 from turnout.schemas.models import RoutingEvent, utcnow
+from turnout.schemas.reply_topics import ReplyTopics
 from turnout.schemas.serde import AvroCodec, DecodeError, codec_for
 from turnout.schemas.settings import Settings
 
@@ -38,7 +39,6 @@ from .follow import follow
 from .handling import Outgoing, Source, route_message
 from .health import HealthView
 from .policy_store import PolicyStore
-from .reply_topics import ReplyTopics
 from .signals import warm_up
 from .spend import SpendView, billable, month_of, spend_key
 from .transport import RouterApp

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from turnout.schemas.events import decision_event, error_response, rejected_event
 from turnout.schemas.kafka import dlq_headers
 from turnout.schemas.models import ErrorInfo, InferenceRequest
+from turnout.schemas.reply_topics import unknown_reply_topic
 from turnout.schemas.serde import AvroCodec, DecodeError
 from turnout.schemas.settings import Settings
 
@@ -56,7 +57,7 @@ def route_message(
     the shared responses topic). A request whose tenant opted in to prompt storage
     (``[prompts]``) also sends its redacted text to the prompts topic, refused or not.
     A request naming a reply topic that ``reply_topic_writable`` says no producer can
-    write to (``reply_topics.py``) is refused and answered on the shared responses topic.
+    write to (``schemas/reply_topics.py``) is refused and answered on the shared responses topic.
     Never raises for bad input.
     """
     topics = settings.topics
@@ -67,12 +68,7 @@ def route_message(
         request_id = key.decode("utf-8", "replace") if key else ""
         return _reject(request_id, "", None, ErrorInfo(code="invalid_request", message=str(exc)), key, value, source, codec, settings, ctx.policy.version)
     if request.reply_topic and reply_topic_writable is not None and not reply_topic_writable(request.reply_topic):
-        error = ErrorInfo(
-            code="unknown_reply_topic",
-            message=f"reply topic {request.reply_topic!r} does not exist and the broker does not create topics on first use: "
-            f"create it before publishing, or leave reply_topic unset for the shared {topics.responses}",
-            details={"reply_topic": request.reply_topic},
-        )
+        error = unknown_reply_topic(request.reply_topic, topics.responses)
         return _reject(request.id, request.tenant, None, error, key, value, source, codec, settings, ctx.policy.version)
     decision = decide(request, ctx, settings.router.default_deadline_s)
     kept = _kept_prompt(request, decision, codec, settings, ctx.policy.version)

@@ -1,9 +1,9 @@
-"""streams/reply_topics.py: which reply topics the router accepts, asking the broker
+"""schemas/reply_topics.py: which reply topics the router and the workers accept, asking the broker
 once per batch about names it has not seen, and not again for a while about a missing one."""
 
 from __future__ import annotations
 
-from turnout.streams.reply_topics import MAX_REMEMBERED, MISSING_FOR_S, ReplyTopics
+from turnout.schemas.reply_topics import MAX_REMEMBERED, MISSING_FOR_S, ReplyTopics
 
 
 class Broker:
@@ -67,3 +67,25 @@ async def test_the_writable_names_remembered_are_bounded_forgetting_the_least_re
     await topics.settle()
     forgotten = [name for name in ["t.responses", *names] if not topics(name)]
     assert forgotten == ["t.responses", *names[:5]]  # the oldest go first
+
+
+async def test_a_worker_checks_one_name_at_a_time_and_callers_of_the_same_name_share_the_request() -> None:
+    import asyncio
+
+    gate = asyncio.Event()
+
+    class SlowBroker(Broker):
+        async def __call__(self, topics: set[str]) -> set[str]:
+            await gate.wait()
+            return await super().__call__(topics)
+
+    broker = SlowBroker({"acme.replies"})
+    topics = ReplyTopics(broker, known=["t.responses"])
+    assert await topics.check("t.responses")  # known: no request
+    waiting = [asyncio.create_task(topics.check("acme.replies")) for _ in range(3)] + [asyncio.create_task(topics.check("typo"))]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*waiting) == [True, True, True, False]
+    assert sorted(map(sorted, broker.asked)) == [["acme.replies"], ["typo"]]  # one request per name
+    assert await topics.check("acme.replies") and not await topics.check("typo")
+    assert len(broker.asked) == 2  # both answered from memory now

@@ -262,3 +262,37 @@ def test_final_events_are_split_off_to_be_sent_after_the_response():
     assert then.messages == [final]
     untouched = Outcome(messages=[response])
     assert _final_events_last(untouched) == (untouched, Outcome())
+
+
+async def test_a_request_whose_reply_topic_cannot_be_written_is_answered_on_the_shared_topic_without_a_call(settings):
+    from turnout.schemas.models import RoutingEvent
+    from turnout.schemas.reply_topics import ReplyTopics
+
+    async def nothing_writable(topics: set[str]) -> set[str]:
+        return set()
+
+    script = Script(ok(content="never sent"))
+    worker = ModelWorker(settings, "a")
+    worker.reply_topics = ReplyTopics(nothing_writable, known=settings.required_topics())
+    deployment = deployment_for(settings, script)
+    gone = make_slip(make_request(id="r-gone", reply_topic="acme.deleted"))
+    fine = make_slip(make_request(id="r-fine", reply_topic="tt.responses"))
+    try:
+        refused = await worker._handle(record_of(worker, gone, offset=3), deployment)
+        served = await worker._handle(record_of(worker, fine, offset=4), deployment)
+        again = await worker._handle(record_of(worker, gone, offset=3), deployment)  # a replay
+    finally:
+        await deployment.backend.aclose()
+
+    assert script.calls == 1  # only the request with a writable reply topic was served
+    assert [m.topic for m in refused.messages] == ["tt.responses", "tt.events"] and refused.answered
+    response = refused.messages[0].record
+    assert isinstance(response, InferenceResponse) and (response.id, response.status) == ("r-gone", "error")
+    assert response.error.code == "unknown_reply_topic" and response.error.details == {"reply_topic": "acme.deleted"}
+    assert isinstance(refused.messages[1].record, RoutingEvent) and refused.messages[1].record.error_kind == "unknown_reply_topic"
+    [dead] = refused.dead_letters
+    headers = dict(dead.headers)
+    assert headers[DLQ_REASON].startswith(b"unknown_reply_topic: reply topic 'acme.deleted' does not exist")
+    assert (headers[DLQ_STAGE], headers[DLQ_OFFSET]) == (b"worker", b"3")
+    assert served.answered and [m.record.id for m in served.messages if m.topic == "tt.responses"] == ["r-fine"]
+    assert again.messages == [] and again.dead_letters == []  # answered once
