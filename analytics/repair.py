@@ -9,8 +9,10 @@ raw part was written, leaves raw rows that a rollup never counted; and the sink 
 rightly skips those ids when it replays the batch, so nothing would ever add them. The
 crash test saw it: 3,000 completions stored, 2,973 in the per-minute rollup.
 
-So on every partition assignment (a previous owner may have died mid-insert) and after
-an insert that found some of its rows already stored, the sink calls ``repair``: for
+So on every partition assignment (a previous owner may have died mid-insert; in one
+sink of the group, the owner of the events topic's first partition, so that two do not
+rebuild the same buckets at once) and after an insert that found some of its rows
+already stored, the sink calls ``repair``: for
 the time buckets of the raw rows inserted in the last ``window_s`` seconds (counted back
 from the newest insert, so that a sink down for longer than the window still looks at
 its own last inserts), every derived table is compared with its source, and a bucket

@@ -38,9 +38,10 @@ batched differently.
 
 The other way round, a row in the raw table that the rollups never counted: the views'
 parts are not written atomically with the raw part, so a sink killed between them
-leaves such rows, and the replay skips them as inserted. After the same seeding, and
-after a retried insert found rows already there, the sink checks the derived tables
-against the recent raw rows and rebuilds the buckets that disagree (``repair.py``).
+leaves such rows, and the replay skips them as inserted. After the same seeding (in the
+one sink of the group that owns the events topic's first partition) and after a retried
+insert found rows already there, the sink checks the derived tables against the recent
+raw rows and rebuilds the buckets that disagree (``repair.py``).
 """
 
 from __future__ import annotations
@@ -228,6 +229,13 @@ class _Reseed(ConsumerRebalanceListener):
         self.pending = True
 
 
+def checks_derived_tables(assignment: set[TopicPartition], events_topic: str) -> bool:
+    """Whether this sink checks the derived tables after a rebalance: only the owner of
+    the events topic's first partition, one member of the group, so that two sinks do
+    not rebuild the same buckets at once (each deleting what the other just inserted)."""
+    return TopicPartition(events_topic, 0) in assignment
+
+
 class EventsSink:
     def __init__(
         self, settings: Settings, client: Client, *, codec: AvroCodec | None = None, streams: list[Stream] | None = None
@@ -278,8 +286,9 @@ class EventsSink:
                 if self._reseed.pending:  # before any record of the new assignment is judged
                     self._reseed.pending = False
                     await self._load_recent_ids()
-                    await self._stored()  # its rows are in, so that the check below does not race this sink's own insert
-                    await self._repair_derived()
+                    if checks_derived_tables(consumer.assignment(), self.settings.topics.events):
+                        await self._stored()  # its rows are in, so that the check below does not race this sink's own insert
+                        await self._repair_derived()
                 for tp, records in batches.items():
                     table = self.tables[tp.topic]
                     for record in records:

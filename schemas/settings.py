@@ -188,7 +188,8 @@ class SinkSettings(Section):
     )
     repair_derived: bool = Field(
         default=True,
-        description="on every partition assignment, and after an insert found some of its rows stored already, compare the rollups, "
+        description="on every partition assignment (in the sink owning the events topic's first partition), and after an insert found "
+        "some of its rows stored already, compare the rollups, "
         "latency states and request sample with the raw events inserted in the last dedup_window_s seconds and rebuild the buckets "
         "that disagree: a sink killed mid-insert can leave raw rows that the materialized views never saw (analytics/repair.py)",
     )

@@ -63,3 +63,15 @@ def test_the_report_says_what_was_mended():
     assert mended.mended
     assert str(mended) == ("4 minutes of recent events checked in 2 rounds; routing_rollup_1m: 1 buckets rebuilt; "
                            "request_sample_events: 5 rows restored")
+
+
+def test_after_a_rebalance_one_sink_of_the_group_checks_the_derived_tables():
+    from aiokafka import TopicPartition
+
+    from turnout.analytics.sink import checks_derived_tables
+
+    first, second = TopicPartition("t.events", 0), TopicPartition("t.events", 1)
+    feedback = TopicPartition("t.feedback", 0)
+    assert checks_derived_tables({first, second, feedback}, "t.events")  # a sink alone owns them all
+    assert not checks_derived_tables({second, feedback}, "t.events")  # another member owns partition 0
+    assert not checks_derived_tables(set(), "t.events")
