@@ -35,6 +35,7 @@ meanwhile: a race shows up as a mismatch in the next round, which mends it.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
@@ -134,11 +135,11 @@ def values_in(columns: tuple[str, ...], values: set[tuple[int, ...]]) -> str:
 def over_source(view_select: str, database: str, derived: Derived, blocks: list[int]) -> str:
     """The view's ``SELECT`` run over its source's rows in ``blocks`` only, read
     ``FINAL`` (a redelivered raw row not yet merged away counts once)."""
-    table = f"FROM {database}.{derived.source}"
-    if view_select.count(table) != 1:
+    table = re.compile(rf"FROM {re.escape(database)}\.{re.escape(derived.source)}\b")  # not a longer name it begins
+    if len(table.findall(view_select)) != 1:
         raise ValueError(f"{derived.view} does not read {database}.{derived.source} once: {view_select}")
     rows = f"FROM (SELECT * FROM {database}.{derived.source} FINAL WHERE {in_blocks(derived.source_time, blocks, derived.block_s)}) AS {derived.source}"
-    return view_select.replace(table, rows)
+    return table.sub(lambda _: rows, view_select)
 
 
 class Repairer:

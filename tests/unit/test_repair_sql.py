@@ -41,6 +41,14 @@ def test_a_views_query_is_run_over_its_sources_rows_in_the_blocks_read_final():
     assert sql.startswith("SELECT toStartOfMinute(ts) AS minute, count() AS events ")
 
 
+def test_a_source_is_not_mistaken_for_a_longer_name_it_begins():
+    sample = Derived("v", "request_sample_events_sparse", "request_sample_events", "ts", "ts", 60, key=("request_id",))
+    sql = over_source("SELECT * FROM db.request_sample_events WHERE sample_key < 16", "db", sample, [H])
+    assert sql.startswith("SELECT * FROM (SELECT * FROM db.request_sample_events FINAL WHERE")
+    with pytest.raises(ValueError, match="does not read db.request_sample_events once"):
+        over_source("SELECT * FROM db.request_sample_events_sparse", "db", sample, [H])
+
+
 @pytest.mark.parametrize("view", ["SELECT 1 FROM db.other", VIEW + " UNION ALL " + VIEW])
 def test_a_view_that_does_not_read_its_source_exactly_once_is_refused(view):
     with pytest.raises(ValueError, match="does not read db.routing_events once"):
