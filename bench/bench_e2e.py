@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import one_model_config, percentile  # noqa: E402
+from harness import bench_stack, one_model_config, percentile  # noqa: E402
 from runinfo import revision  # noqa: E402
 
 from turnout.producers.client import TurnoutClient, new_request  # noqa: E402
@@ -150,10 +149,7 @@ async def measure(stack: DevStack, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    (workdir / "config.toml").write_text(config(args.latency_ms))
-    with DevStack(workdir / "config.toml", workdir) as stack:
-        print(f"bench-e2e: Turnout {revision()}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, Kafka {stack.kafka}; logs in {stack.logs}")
+    with bench_stack("bench-e2e", config(args.latency_ms)) as stack:
         return asyncio.run(measure(stack, args))
 
 

@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import one_model_config, percentile  # noqa: E402
+from harness import bench_stack, one_model_config, percentile  # noqa: E402
 from runinfo import revision  # noqa: E402
 
 from turnout.gateway.keys import key_hash, new_key  # noqa: E402
@@ -138,10 +137,7 @@ async def measure(stack: DevStack, base_url: str, args: argparse.Namespace) -> d
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    (workdir / "config.toml").write_text(config(args.latency_ms))
-    with DevStack(workdir / "config.toml", workdir) as stack:
-        print(f"bench-gateway: Turnout {revision()}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; logs in {stack.logs}")
+    with bench_stack("bench-gateway", config(args.latency_ms)) as stack:
         with running_gateway({**stack.env, "TURNOUT_GATEWAY__INSTANCE_ID": "bench"}, stack.logs / "gateway.log") as base_url:
             return asyncio.run(measure(stack, base_url, args))
 

@@ -27,13 +27,12 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import one_model_config  # noqa: E402
+from harness import bench_stack, one_model_config  # noqa: E402
 from runinfo import revision  # noqa: E402
 
 from turnout.admin import wait_for_groups  # noqa: E402
@@ -70,13 +69,10 @@ def wait_for_members(stack: DevStack, routers: int, workers: int) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    (workdir / "config.toml").write_text(config(args.latency_ms, args.concurrency))
     per_replica = args.concurrency / (args.latency_ms / 1000)
     phases: list[dict[str, Any]] = []
-    with DevStack(workdir / "config.toml", workdir) as stack:
-        print(f"bench-scale: Turnout {revision()}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, Kafka {stack.kafka}; "
-              f"one replica's ceiling {per_replica:.0f} requests/s ({args.concurrency} at a time, {args.latency_ms:g} ms); logs in {stack.logs}")
+    ceiling = f"one replica's ceiling {per_replica:.0f} requests/s ({args.concurrency} at a time, {args.latency_ms:g} ms)"
+    with bench_stack("bench-scale", config(args.latency_ms, args.concurrency), ceiling) as stack:
         print(f"\n{'phase':<44} {'requests/s':>11} {'answered':>9} {'ceiling':>8}")
 
         def measure(label: str, routers: int, workers: int, during=None) -> None:

@@ -16,6 +16,7 @@ environment overrides, the compression name aiokafka takes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import re
@@ -23,9 +24,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,6 +78,23 @@ latency_distribution = "fixed"
 latency_ms = {latency_ms}
 output_tokens = 16
 {extra}"""
+
+
+@contextlib.contextmanager
+def bench_stack(name: str, config_toml: str, detail: str = "") -> Iterator[Any]:
+    """The whole dev stack (``turnout.stack.DevStack``) on ``config_toml``, in a fresh work
+    directory, for a benchmark that drives it; prints the run's header line first (what
+    was measured, on what, where the logs are)."""
+    from runinfo import revision
+
+    from turnout.stack import DevStack
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    (workdir / "config.toml").write_text(config_toml)
+    with DevStack(workdir / "config.toml", workdir) as stack:
+        print(f"{name}: Turnout {revision()}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, Kafka {stack.kafka}"
+              + (f"; {detail}" if detail else "") + f"; logs in {stack.logs}")
+        yield stack
 
 
 def percentile(values: Sequence[float], p: float) -> float:

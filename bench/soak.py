@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import bench_stack  # noqa: E402
 from runinfo import revision  # noqa: E402
 
 from turnout.admin import wait_for_groups  # noqa: E402
@@ -162,16 +162,13 @@ def verdict(samples: list[dict[str, Any]], restarted: set[str], rate: float) -> 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    (workdir / "config.toml").write_text(CONFIG)
     samples: list[dict[str, Any]] = []
-    with DevStack(workdir / "config.toml", workdir) as stack:
+    load_shape = f"{args.minutes:g} min at {args.rate:g} requests/s, a worker killed every {args.kill_every_s:g} s"
+    with bench_stack("soak", CONFIG, load_shape) as stack:
         stack.spawn("worker-small-2", ["worker", "--model", "small"])
         asyncio.run(wait_for_groups(stack.settings, [worker_group_id("small")], 90, min_members=2))
         topics = stack.settings.topics
         groups = {requests_group(stack.settings): topics.requests, worker_group_id("small"): topics.model("small"), stack.settings.sink.group_id: topics.events}
-        print(f"soak: Turnout {revision()}, {args.minutes:g} min at {args.rate:g} requests/s, a worker killed every {args.kill_every_s:g} s, "
-              f"Kafka {stack.kafka}; logs in {stack.logs}")
         sent, answered, kills = asyncio.run(load(stack, args, samples, groups))
     growth, lags, problems = verdict(samples, set(WORKERS), args.rate)
     if answered < sent:
