@@ -44,6 +44,16 @@ DEV_TOML = Path(turnout.__file__).with_name("defaults") / "dev.toml"
 AVRO_DIR = REPO / "schemas" / "avro"
 ARCHITECTURE_FOLDERS = ("schemas", "streams", "consumers", "producers", "analytics", "gateway")
 
+# The least a configuration file needs: one simulated model, one route to it.
+MINIMAL_TOML = """
+[fleet.small]
+provider = "simulated"
+served_model = "sim-small"
+
+[[routes]]
+model = "small"
+"""
+
 # A fixed, millisecond-precise instant: what Avro timestamp-millis round-trips exactly.
 T0 = datetime(2025, 3, 14, 15, 9, 26, 535000, tzinfo=timezone.utc)
 

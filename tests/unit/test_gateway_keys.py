@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from factories import MINIMAL_TOML
 
 from turnout.cli import cli
 from turnout.gateway.keys import KEY_PREFIX, Caller, KeyRing, bearer_token, config_snippet, key_hash, new_key
@@ -17,14 +18,6 @@ from turnout.schemas.gateway_config import ApiKeyEntry, GatewaySettings
 from turnout.schemas.settings import ConfigError, load_settings
 from turnout.schemas.topics import Topics
 
-FLEET = """
-[fleet.small]
-provider = "simulated"
-served_model = "sim-small"
-
-[[routes]]
-model = "small"
-"""
 
 
 def test_a_new_key_is_long_random_and_recognisable() -> None:
@@ -66,7 +59,7 @@ def test_only_a_bearer_header_carries_a_key(header: str | None, key: str | None)
 def test_the_printed_snippet_configures_the_key(tmp_path: Path) -> None:
     key = new_key()
     config = tmp_path / "turnout.toml"
-    config.write_text(FLEET + "\n" + config_snippet(key, 'acme "eu"', "ci"))
+    config.write_text(MINIMAL_TOML + "\n" + config_snippet(key, 'acme "eu"', "ci"))
 
     settings = load_settings(config)
 
@@ -99,7 +92,7 @@ def test_key_create_needs_a_tenant() -> None:
 )
 def test_a_bad_hash_is_named_in_the_error(tmp_path: Path, entry: str, message: str) -> None:
     config = tmp_path / "turnout.toml"
-    config.write_text(FLEET + f'\n[[gateway.keys]]\n{entry}\ntenant = "acme"\n')
+    config.write_text(MINIMAL_TOML + f'\n[[gateway.keys]]\n{entry}\ntenant = "acme"\n')
 
     with pytest.raises(ConfigError) as caught:
         load_settings(config)

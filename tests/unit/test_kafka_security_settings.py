@@ -9,6 +9,7 @@ from pathlib import Path
 
 import faust
 import pytest
+from factories import MINIMAL_TOML
 from pydantic import ValidationError
 
 from turnout.schemas import kafka as kafka_module
@@ -17,14 +18,6 @@ from turnout.schemas.kafka_security import KafkaSecurity
 from turnout.schemas.settings import ConfigError, KafkaSettings, load_settings
 from turnout.streams.app import faust_credentials
 
-MINIMAL = """
-[fleet.small]
-provider = "simulated"
-served_model = "sim-small"
-
-[[routes]]
-model = "small"
-"""
 
 
 def refusal(**fields: object) -> str:
@@ -97,7 +90,7 @@ def test_security_comes_from_the_environment_and_errors_name_the_key(tmp_path: P
     for name in [n for n in os.environ if n.startswith("TURNOUT_")]:
         monkeypatch.delenv(name)
     path = tmp_path / "turnout.toml"
-    path.write_text(MINIMAL)
+    path.write_text(MINIMAL_TOML)
     monkeypatch.setenv("TURNOUT_KAFKA__SECURITY__PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("TURNOUT_KAFKA__SECURITY__SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("TURNOUT_KAFKA__SECURITY__USERNAME", "router")

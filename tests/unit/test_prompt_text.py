@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from factories import T0, make_request, make_settings, user
+from factories import MINIMAL_TOML, T0, make_request, make_settings, user
 
 from turnout.schemas.models import PromptText, Signals
 from turnout.schemas.policy import Policy
@@ -100,19 +100,11 @@ def test_a_refused_request_is_stored_too(codec) -> None:
 
 
 # -- settings ------------------------------------------------------------------------------
-MINIMAL = """
-[fleet.small]
-provider = "simulated"
-served_model = "sim-small"
-
-[[routes]]
-model = "small"
-"""
 
 
 def load(tmp_path: Path, prompts: str):
     path = tmp_path / "t.toml"
-    path.write_text(MINIMAL + "\n[prompts]\n" + prompts)
+    path.write_text(MINIMAL_TOML + "\n[prompts]\n" + prompts)
     return load_settings(path)
 
 
