@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from turnout.schemas.kafka import consumer_options, partitions_of
 from turnout.schemas.models import InferenceResponse, RoutingEvent
@@ -65,10 +65,12 @@ async def answered_since(settings: Settings, codec: AvroCodec, model_partitions:
     answered = Answered()
     refused: set[str] = set()  # the router answered these itself: no worker records them
     wanted = set(model_partitions)
+    topics = settings.topics
+    partitions = await partitions_of(settings.kafka, topics.events, topics.responses)  # one metadata request for both
     consumer = AIOKafkaConsumer(**consumer_options(settings.kafka, "worker-seed", None))
     await consumer.start()
     try:
-        async for record in _records_since(consumer, settings, settings.topics.events, wanted, model_partition_count, since_ms):
+        async for record in _records_since(consumer, _of(partitions, topics.events), wanted, model_partition_count, since_ms):
             try:
                 event = codec.decode(record.value or b"", RoutingEvent)
             except DecodeError:
@@ -77,7 +79,7 @@ async def answered_since(settings: Settings, codec: AvroCodec, model_partitions:
                 answered.finished.add(dedup_key(event.request_id, event.shadow))
             elif event.kind == "rejected":
                 refused.add(event.request_id)
-        async for record in _records_since(consumer, settings, settings.topics.responses, wanted, model_partition_count, since_ms):
+        async for record in _records_since(consumer, _of(partitions, topics.responses), wanted, model_partition_count, since_ms):
             if not record.key:
                 continue
             request_id = record.key.decode("utf-8", "replace")
@@ -89,18 +91,19 @@ async def answered_since(settings: Settings, codec: AvroCodec, model_partitions:
                     pass
     finally:
         await consumer.stop()
-    for request_id in answered.finished & answered.unrecorded.keys():  # its event came later on
-        del answered.unrecorded[request_id]
     return answered
 
 
+def _of(partitions: list[TopicPartition], topic: str) -> list[TopicPartition]:
+    return [tp for tp in partitions if tp.topic == topic]
+
+
 async def _records_since(
-    consumer: AIOKafkaConsumer, settings: Settings, topic: str, wanted: set[int], model_partition_count: int, since_ms: int
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], wanted: set[int], model_partition_count: int, since_ms: int
 ) -> AsyncIterator[ConsumerRecord]:
-    """The records of ``topic`` since ``since_ms`` on the partitions numbered ``wanted``
-    (on every partition when ``topic`` is not partitioned like the model topic), read by
+    """The records since ``since_ms`` of a topic's ``partitions`` numbered ``wanted`` (of
+    every partition when the topic is not partitioned like the model topic), read by
     ``consumer``, which is assigned those partitions for the purpose."""
-    partitions = await partitions_of(settings.kafka, topic)
     if len(partitions) == model_partition_count:
         partitions = [tp for tp in partitions if tp.partition in wanted]
     if not partitions:

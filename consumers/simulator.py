@@ -40,6 +40,7 @@ from aiohttp import web
 
 from turnout.schemas.settings import SimulatorProfile, SimulatorSettings
 
+from .backend import CLIENT_REQUEST_ID  # the Turnout request(s) a call serves, as the backends send it
 from .sim_anthropic import AnthropicMessages
 from .sim_faults import CallPlan, Failure, Fault, FaultPlanner
 from .sim_openai import OpenAIChat, OpenAIEmbeddings
@@ -48,7 +49,6 @@ from .sim_wire import BadRequest, SimCall, WireFormat, compose_answer
 
 __all__ = ["CLIENT_REQUEST_ID", "Simulator", "run_simulator"]
 
-CLIENT_REQUEST_ID = "X-Client-Request-Id"  # the Turnout request(s) a call serves
 
 # what a proxy in front of a deployment answers when it has no JSON to give
 _HTML_PAGE = (

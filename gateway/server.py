@@ -24,7 +24,6 @@ from turnout.producers.client import ResponseTimeout, TurnoutClient
 from turnout.producers.openai_format import completion_body
 from turnout.producers.streaming import TextDelta
 from turnout.schemas.models import InferenceRequest, InferenceResponse
-from turnout.schemas.policy import TenantPolicy
 from turnout.schemas.settings import Settings
 
 from .errors import ApiError, timed_out, unauthenticated, unknown_model
@@ -47,7 +46,6 @@ class Gateway:
         self.settings = settings
         self.keys = KeyRing(settings.gateway.keys)
         self.fleet = sorted(settings.fleet)
-        self.policy = settings.policy  # the configured one: what /v1/models lists per tenant
         self.reply_topic = reply_topic(settings)
         self.timeout_s = settings.gateway.request_timeout_s
         self.client: TurnoutClient | None = None
@@ -137,18 +135,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 def _models(gateway: Gateway, tenant: str) -> dict[str, dict[str, Any]]:
     """``auto`` and the fleet's ids that ``tenant``'s policy allows, as OpenAI's model
     objects (owned by their provider)."""
-    fleet, policy = gateway.settings.fleet, gateway.policy.tenant(tenant)
-    allowed = [model_id for model_id in gateway.fleet if _allowed(policy, model_id, fleet[model_id].region)]
+    fleet, policy = gateway.settings.fleet, gateway.settings.policy.tenant(tenant)  # the configured policy
+    allowed = [model_id for model_id in gateway.fleet if policy.forbids(model_id, fleet[model_id].region) is None]
     owners = {AUTO: "turnout", **{model_id: fleet[model_id].provider for model_id in allowed}}
     return {model_id: {"id": model_id, "object": "model", "created": _STARTED, "owned_by": owner} for model_id, owner in owners.items()}
-
-
-def _allowed(policy: TenantPolicy, model_id: str, region: str) -> bool:
-    """Whether the tenant's policy lets ``model_id`` serve it at all: its ``allow_models``,
-    ``deny_models`` and ``regions`` (what depends on the request, such as sensitive data,
-    is the router's to judge)."""
-    listed = policy.allow_models is None or model_id in policy.allow_models
-    return listed and model_id not in policy.deny_models and (policy.regions is None or region in policy.regions)
 
 
 async def list_models(request: web.Request) -> web.Response:

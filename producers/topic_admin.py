@@ -50,15 +50,6 @@ async def ensure_topic(kafka: KafkaSettings, name: str, *, partitions: int | Non
         return await _partitions(admin, name)
 
 
-async def partitions_of(kafka: KafkaSettings, name: str) -> list[int]:
-    """The partition numbers of ``name``; empty when the topic does not exist (it is not
-    created by asking)."""
-    async with admin_client(kafka) as admin:
-        if name not in set(await admin.list_topics()):
-            return []
-        return await _partitions(admin, name)
-
-
 async def _partitions(admin: AIOKafkaAdminClient, name: str) -> list[int]:
     [described] = await admin.describe_topics([name])
     return sorted(p["partition"] for p in described["partitions"])

@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from turnout.schemas.kafka import client_options
+from turnout.schemas.kafka import client_options, partitions_of
 from turnout.schemas.settings import KafkaSettings
 
-from .topic_admin import partitions_of
 
 FETCH_MS = 200
 
@@ -39,13 +38,17 @@ async def _from_beginning(kafka: KafkaSettings, topic: str, partitions: list[int
         await consumer.stop()
 
 
+async def partition_numbers(kafka: KafkaSettings, topic: str) -> list[int]:
+    return [tp.partition for tp in await partitions_of(kafka, topic)]
+
+
 async def read_to_end(
     kafka: KafkaSettings, topic: str, *, partitions: list[int] | None = None, timeout_s: float = 120.0
 ) -> AsyncIterator[list[ConsumerRecord]]:
     """Batches of ``topic``'s records up to its end; nothing when the topic does not exist.
     ``partitions``: its partition numbers, when the caller knows them already."""
     if partitions is None:
-        partitions = await partitions_of(kafka, topic)
+        partitions = await partition_numbers(kafka, topic)
     if not partitions:
         return
     async with _from_beginning(kafka, topic, partitions) as (consumer, tps):
@@ -67,12 +70,12 @@ async def follow(kafka: KafkaSettings, topic: str, *, timeout_s: float) -> Async
     caller stops iterating or ``timeout_s`` has passed. A topic that does not exist yet
     is waited for."""
     deadline = time.monotonic() + timeout_s
-    partitions = await partitions_of(kafka, topic)
+    partitions = await partition_numbers(kafka, topic)
     while not partitions:
         if time.monotonic() >= deadline:
             return
         await asyncio.sleep(1.0)
-        partitions = await partitions_of(kafka, topic)
+        partitions = await partition_numbers(kafka, topic)
     async with _from_beginning(kafka, topic, partitions) as (consumer, _):
         while time.monotonic() < deadline:
             fetched = await consumer.getmany(timeout_ms=FETCH_MS, max_records=10_000)

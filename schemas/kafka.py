@@ -130,9 +130,9 @@ async def start_producer(producer: AIOKafkaProducer, topics: Iterable[str]) -> N
     await producer.client.set_topics(sorted(set(topics)))
 
 
-async def partitions_of(kafka: KafkaSettings, topic: str) -> list[TopicPartition]:
-    """The partitions of ``topic`` (none when it does not exist), for a consumer that
-    assigns itself a whole topic.
+async def partitions_of(kafka: KafkaSettings, *topics: str) -> list[TopicPartition]:
+    """The partitions of ``topics`` (none of a topic that does not exist: asking does not
+    create it), in one metadata request, for a consumer that assigns itself whole topics.
 
     Why not the consumer's own ``partitions_for_topic``: aiokafka bootstraps with a
     metadata request for no topic, which Apache Kafka answers with no topic at all (Tansu
@@ -142,7 +142,7 @@ async def partitions_of(kafka: KafkaSettings, topic: str) -> list[TopicPartition
     await client.bootstrap()
     try:
         metadata = await client.fetch_all_metadata()
-        return [TopicPartition(topic, partition) for partition in sorted(metadata.partitions_for_topic(topic) or ())]
+        return [TopicPartition(topic, partition) for topic in topics for partition in sorted(metadata.partitions_for_topic(topic) or ())]
     finally:
         await client.close()
 

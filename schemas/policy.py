@@ -123,6 +123,19 @@ class TenantPolicy(Section):
     latency_target_ms: float | None = Field(default=None, gt=0)
     max_escalations: int = Field(default=1, ge=0, le=5)
 
+    def forbids(self, model_id: str, region: str, key: str = "tenant") -> str | None:
+        """Why ``model_id`` (deployed in ``region``) may never serve this tenant, by its
+        ``allow_models``, ``deny_models`` and ``regions`` (``key``: where they are
+        configured, for the reason); ``None`` when they allow it. What depends on the
+        request (sensitive data) is the router's to judge."""
+        if self.allow_models is not None and model_id not in self.allow_models:
+            return f"not in {key}.allow_models"
+        if model_id in self.deny_models:
+            return f"in {key}.deny_models"
+        if self.regions is not None and region not in self.regions:
+            return f"region {region} not in {key}.regions {self.regions}"
+        return None
+
     def referenced_models(self) -> list[tuple[str, str]]:
         refs = [(f"allow_models[{i}]", m) for i, m in enumerate(self.allow_models or [])]
         return refs + [(f"deny_models[{i}]", m) for i, m in enumerate(self.deny_models)]

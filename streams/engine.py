@@ -161,12 +161,8 @@ def _hard_filter(pool: list[str], signals: Signals, fleet: Mapping[str, ModelDep
             dropped[model] = Candidate(model, False, "capability", "an embedding model: serves embedding requests only")
         elif needed > d.context_window:
             dropped[model] = Candidate(model, False, "capability", f"context window {d.context_window} < {needed} tokens needed")
-        elif tenant.allow_models is not None and model not in tenant.allow_models:
-            dropped[model] = Candidate(model, False, "policy", f"not in {key}.allow_models")
-        elif model in tenant.deny_models:
-            dropped[model] = Candidate(model, False, "policy", f"in {key}.deny_models")
-        elif tenant.regions is not None and d.region not in tenant.regions:
-            dropped[model] = Candidate(model, False, "policy", f"region {d.region} not in {key}.regions {tenant.regions}")
+        elif (forbidden := tenant.forbids(model, d.region, key)) is not None:
+            dropped[model] = Candidate(model, False, "policy", forbidden)
         elif on_prem_kinds and not d.on_prem:
             dropped[model] = Candidate(model, False, "policy", f"prompt holds {', '.join(on_prem_kinds)}, allowed on-prem only ({key}.sensitive.{on_prem_kinds[0]} = on_prem)")
         else:

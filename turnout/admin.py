@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorError
 
 from turnout.producers.topic_admin import admin_client, create_missing
-from turnout.schemas.kafka import client_options
 from turnout.schemas.settings import Settings
 
 
@@ -43,9 +42,7 @@ async def create_topics(settings: Settings) -> list[str]:
 async def wait_for_groups(settings: Settings, group_ids: list[str], timeout_s: float, min_members: int = 1) -> None:
     """Wait until every consumer group is Stable with at least one member: the stack's
     consumers have their partitions and what is published now is served at once."""
-    admin = AIOKafkaAdminClient(**client_options(settings.kafka, "admin"))
-    await admin.start()
-    try:
+    async with admin_client(settings.kafka) as admin:
         deadline = asyncio.get_running_loop().time() + timeout_s
         pending = set(group_ids)
         while pending:
@@ -61,5 +58,3 @@ async def wait_for_groups(settings: Settings, group_ids: list[str], timeout_s: f
             if pending and asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"consumer groups not ready after {timeout_s:g}s: {', '.join(sorted(pending))}")
             await asyncio.sleep(0.2)
-    finally:
-        await admin.close()

@@ -109,12 +109,12 @@ class DevStack:
             self.settings = load_settings(self.config_path)
         self._start_local_model()
         asyncio.run(create_topics(self.settings))
-        self._spawn("simulator", ["simulator"])
+        self.spawn("simulator", ["simulator"])
         wait_for_port(simulator_port, 20, self.children[-1].process, "the simulator")
-        self._spawn("sink", ["sink"])
-        self._spawn("router", ["router"])
+        self.spawn("sink", ["sink"])
+        self.spawn("router", ["router"])
         for model_id in sorted(self.settings.fleet):
-            self._spawn(f"worker-{model_id}", ["worker", "--model", model_id])
+            self.spawn(f"worker-{model_id}", ["worker", "--model", model_id])
         self._wait_until_consuming()
         return self.settings
 
@@ -147,10 +147,6 @@ class DevStack:
             dead = ", ".join(f"{c.name} (exit {c.process.returncode}, log {c.log_path})" for c in self.dead_children())
             raise RuntimeError(f"{exc}; dead processes: {dead or 'none'}") from None
 
-    def spawn(self, name: str, args: list[str]) -> Child:
-        """Start ``turnout <args>`` as a child named ``name`` (another replica, say)."""
-        return self._spawn(name, args)
-
     def kill(self, name: str) -> None:
         """``kill -9`` one child: no shutdown, no last commit, no drain."""
         child = self.child(name)
@@ -163,9 +159,10 @@ class DevStack:
         if old.alive():
             raise RuntimeError(f"{name} is still running: stop or kill it first")
         self.children.remove(old)
-        return self._spawn(name, old.args)
+        return self.spawn(name, old.args)
 
-    def _spawn(self, name: str, args: list[str]) -> Child:
+    def spawn(self, name: str, args: list[str]) -> Child:
+        """Start ``turnout <args>`` as a child named ``name`` (another replica, say)."""
         log_path = self.logs / f"{name}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", "turnout", *args],
