@@ -22,6 +22,7 @@ from turnout.consumers.backend import (
     CLIENT_REQUEST_ID,
     MAX_BATCH_REQUEST_IDS,
     MAX_CLIENT_REQUEST_ID,
+    BackendError,
     EmbeddingResult,
     HttpChatBackend,
     client_request_id,
@@ -103,11 +104,11 @@ async def test_each_call_names_its_own_request_and_the_shared_headers_stay_as_th
     assert CLIENT_REQUEST_ID not in backend._headers
 
 
-async def test_a_retried_request_names_the_same_id_on_every_call():
+async def test_a_failed_call_names_its_request_as_the_call_after_it_does():
     script = Script(reply({"error": {"message": "boom"}}, 500), ok())
     backend = make_backend(script)
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(BackendError):
             await backend.complete(make_request(id=REQUEST_ID))
         await backend.complete(make_request(id=REQUEST_ID))
     finally:

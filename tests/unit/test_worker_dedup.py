@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from unittest import mock
 
 import pytest
 
 from backend_fixtures import FakeRecord, Script, make_backend, make_request, make_slip, ok, status, write_settings
+from turnout.consumers.answered_seed import Answered
 from turnout.consumers.serving import Deployment
 from turnout.consumers.worker import ModelWorker
 from turnout.schemas.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_STAGE, DLQ_TOPIC
@@ -183,13 +185,16 @@ async def test_duplicate_in_the_same_batch_is_served_once(settings):
 # -- requests answered by another replica, read back from the topics (answered_seed) ---------
 
 
-def read_back(worker: ModelWorker, *, finished: set[str] = frozenset(), responded: set[str] = frozenset(), unrecorded: dict | None = None) -> None:
-    """What ``remember_answered`` stores from ``answered_seed.answered_since``."""
-    for key in finished:
-        worker.finished_before.add(key)
-    for request_id in responded:
-        worker.responded_before.add(request_id)
-    worker._unrecorded.update(unrecorded or {})
+async def read_back(worker: ModelWorker, *, finished: set[str] = frozenset(), responded: set[str] = frozenset(), unrecorded: dict | None = None) -> None:
+    """The worker's own ``remember_answered`` for the partition ``record_of`` uses, on what
+    ``answered_seed.answered_since`` would have read back from the topics."""
+    seeded = Answered(finished=set(finished), responded=set(responded), unrecorded=dict(unrecorded or {}))
+
+    async def answered_since(*_args: object) -> Answered:
+        return seeded
+
+    with mock.patch("turnout.consumers.worker.answered_since", answered_since):
+        await worker.remember_answered({2}, 3)
 
 
 async def serve_once(settings: Settings, worker: ModelWorker, slip: RoutedRequest) -> tuple[int, object]:
@@ -207,30 +212,30 @@ async def test_a_response_on_the_shared_topic_means_answered_and_a_final_event_a
     it (never written in that order, but read back) does not stop the request being served."""
     worker = ModelWorker(settings, "a")
     shared = make_slip(make_request(id="on-shared"))
-    read_back(worker, responded={"on-shared"})
+    await read_back(worker, responded={"on-shared"})
     assert (await serve_once(settings, worker, shared))[0] == 0
 
     only_event = make_slip(make_request(id="event-only"))
-    read_back(worker, finished={"event-only"})
+    await read_back(worker, finished={"event-only"})
     assert (await serve_once(settings, worker, only_event))[0] == 1
 
 
 async def test_a_request_with_its_own_reply_topic_is_answered_when_its_final_event_is_there(settings):
     worker = ModelWorker(settings, "a")
     own = make_slip(make_request(id="own-topic", reply_topic="tt.replies.x"))
-    read_back(worker, responded={"own-topic"})  # a response of that id on the shared topic says nothing here
+    await read_back(worker, responded={"own-topic"})  # a response of that id on the shared topic says nothing here
     assert (await serve_once(settings, worker, own))[0] == 1
     again = make_slip(make_request(id="own-topic-2", reply_topic="tt.replies.x"))
-    read_back(worker, finished={"own-topic-2"})
+    await read_back(worker, finished={"own-topic-2"})
     assert (await serve_once(settings, worker, again))[0] == 0
 
 
 async def test_a_shadow_copy_is_judged_by_its_own_final_event(settings):
     worker = ModelWorker(settings, "a")
     shadow = make_slip(make_request(id="shadowed"), shadow=True)
-    read_back(worker, finished={"shadowed"}, responded={"shadowed"})  # the real request's marks
+    await read_back(worker, finished={"shadowed"}, responded={"shadowed"})  # the real request's marks
     assert (await serve_once(settings, worker, shadow))[0] == 1
-    read_back(worker, finished={"shadowed:shadow"})
+    await read_back(worker, finished={"shadowed:shadow"})
     worker.answered = type(worker.answered)(10)  # forget that this replica just served it
     assert (await serve_once(settings, worker, shadow))[0] == 0
 
@@ -239,7 +244,7 @@ async def test_a_response_whose_final_event_was_lost_gets_it_recorded_instead_of
     worker = ModelWorker(settings, "a")
     slip = make_slip(make_request(id="lost-event"))
     response = InferenceResponse(id="lost-event", tenant="acme", status="ok", model="a", content="hi", cost_usd=0.01)
-    read_back(worker, responded={"lost-event"}, unrecorded={"lost-event": response})
+    await read_back(worker, responded={"lost-event"}, unrecorded={"lost-event": response})
     calls, outcome = await serve_once(settings, worker, slip)
     assert calls == 0
     [published] = outcome.messages
