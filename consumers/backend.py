@@ -146,7 +146,7 @@ class ChatBackend(Protocol):
 
     async def complete(self, request: InferenceRequest, *, logprobs: bool = False, on_text: TextSink | None = None) -> Completion: ...
 
-    async def embed(self, texts: list[str], *, request_ids: Sequence[str] | None = None) -> EmbeddingResult: ...
+    async def embed(self, texts: list[str]) -> EmbeddingResult: ...
 
     async def aclose(self) -> None: ...
 
@@ -280,13 +280,13 @@ class HttpChatBackend:
         content, finish_reason, input_tokens, output_tokens, confidence = answer
         return Completion(content, finish_reason, input_tokens, output_tokens, latency_ms, confidence, ttft_ms)
 
-    async def embed(self, texts: list[str], *, request_ids: Sequence[str] | None = None) -> EmbeddingResult:
+    async def embed(self, texts: list[str]) -> EmbeddingResult:
         """All of ``texts`` in one call; the vectors come back in their order. The call's
-        ``X-Client-Request-Id`` names ``request_ids`` (the requests whose texts these are;
-        by default ``embedding_request_ids``, set by the batcher), as ``client_request_ids``
-        says: comma-separated, the first ones only for a big batch; none, no header."""
+        ``X-Client-Request-Id`` names the requests whose texts these are
+        (``embedding_request_ids``, set by the batcher), as ``client_request_ids`` says:
+        comma-separated, the first ones only for a big batch; none, no header."""
         path, body = self.embedding_endpoint(), self.embedding_body(texts)
-        client_id = client_request_ids(embedding_request_ids.get() if request_ids is None else request_ids)
+        client_id = client_request_ids(embedding_request_ids.get())
         read = lambda payload: self.read_embeddings(payload, texts)  # noqa: E731
         embeddings, latency_ms = await self._exchange(path, body, read, "embedding list", client_id)
         return EmbeddingResult(*embeddings, latency_ms=latency_ms)

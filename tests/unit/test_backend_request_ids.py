@@ -45,11 +45,19 @@ async def complete(backend: HttpChatBackend, request_id: str = REQUEST_ID, **opt
         await backend.aclose()
 
 
-async def embed(backend: HttpChatBackend, texts: list[str], **options: Any) -> EmbeddingResult:
-    try:
-        return await backend.embed(texts, **options)
-    finally:
-        await backend.aclose()
+async def embed(backend: HttpChatBackend, texts: list[str], request_ids: tuple[str, ...] | None = None) -> EmbeddingResult:
+    """``backend.embed`` as the batcher calls it: in a task of its own that names the
+    batch's requests (``embedding_request_ids``; unless given, those of the caller's context)."""
+
+    async def in_batch_task() -> EmbeddingResult:
+        if request_ids is not None:
+            embedding_request_ids.set(request_ids)
+        try:
+            return await backend.embed(texts)
+        finally:
+            await backend.aclose()
+
+    return await asyncio.create_task(in_batch_task())
 
 
 # -- chat calls ---------------------------------------------------------------------------------
@@ -136,7 +144,7 @@ def test_a_visible_ascii_id_travels_as_it_is(request_id):
 # -- embeddings -----------------------------------------------------------------------------------
 async def test_an_embeddings_call_names_the_requests_it_was_given():
     script = Script(reply(openai_embeddings(VECTORS)))
-    await embed(make_backend(script), ["a", "b", "c"], request_ids=["r1", "r2"])
+    await embed(make_backend(script), ["a", "b", "c"], request_ids=("r1", "r2"))
     assert header(script) == "r1,r2"
 
 

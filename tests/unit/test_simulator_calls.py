@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from backend_fixtures import make_request, running_simulator
 from test_simulator import MESSAGES, health, instant, simulator_settings
 from turnout.consumers.anthropic_backend import AnthropicMessagesBackend
-from turnout.consumers.backend import OpenAIChatBackend
+from turnout.consumers.backend import OpenAIChatBackend, embedding_request_ids
 from turnout.consumers.sim_stats import CALL_LOG_SIZE, CallLog
 
 SETTINGS = simulator_settings(steady=instant(), broken=instant(error_rate=1.0))
@@ -94,7 +94,8 @@ async def test_the_backends_calls_arrive_named_over_the_real_transport():
             await openai_backend.complete(make_request(id="chat-1"))
             completion = await streaming.complete(make_request(id="chat-2"))
             await claude.complete(make_request(id="chat-3"))
-            await openai_backend.embed(["x", "y"], request_ids=["emb-1", "emb-2"])
+            embedding_request_ids.set(("emb-1", "emb-2"))  # as the batcher names its batch's requests
+            await openai_backend.embed(["x", "y"])
         finally:
             for backend in (openai_backend, streaming, claude):
                 await backend.aclose()
